@@ -1,0 +1,86 @@
+"""Benchmark: a synthetic city-year replayed through the pure core.
+
+    python bench/bench_core.py [--matters 200000]
+
+Prints a table: events, matters, alerts, events/s (core only: apply + the
+virtual clock's firing, events already parsed), parse rate, and peak RSS.
+Target (issue #3): ≥ 100,000 events/s on one core with ≥ 1,000,000 events
+over 200,000 matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synth import city_year  # noqa: E402
+
+from waterwatch.core.config import load_config  # noqa: E402
+from waterwatch.core.replay import Replayer  # noqa: E402
+from waterwatch.events import parse_event  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--matters", type=int, default=200_000)
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    raw = [json.dumps(e, separators=(",", ":")).encode() for e in city_year(args.matters)]
+    gen_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    events = [parse_event(b) for b in raw]
+    parse_s = time.perf_counter() - t0
+    del raw
+    events.sort(key=lambda e: e.time.timestamp())
+    rss_before = peak_rss_mb()
+
+    engine = load_config().engine()
+    r = Replayer(engine)
+    gc.collect()
+    t0 = time.perf_counter()
+    alerts = 0
+    for e in events:
+        a, _ = r.feed(e)
+        alerts += len(a)
+    last = int(events[-1].time.timestamp())
+    for _ in r.run_until(last + 30 * 86400, inclusive=True):
+        alerts += 1
+    core_s = time.perf_counter() - t0
+    n = len(events)
+    rows = [
+        ("events", f"{n:,}"),
+        ("matters", f"{r.stats.matters:,}"),
+        ("rejected", f"{r.stats.rejected:,}"),
+        ("alerts", f"{alerts:,}"),
+        ("generate (s)", f"{gen_s:.1f}"),
+        ("parse events/s", f"{n / parse_s:,.0f}"),
+        ("core events/s", f"{n / core_s:,.0f}"),
+        ("core time (s)", f"{core_s:.1f}"),
+        ("peak RSS before core (MB)", f"{rss_before:,.0f}"),
+        ("peak RSS (MB)", f"{peak_rss_mb():,.0f}"),
+        ("python", platform.python_version()),
+        ("machine", f"{platform.machine()}, {platform.processor() or 'cpu'}"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    print(f"{'metric':<{w}}  value")
+    print(f"{'-' * w}  {'-' * 14}")
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1423 @@
+"""The SLA engine: a pure state machine per matter (事项).
+
+Theory of operation
+===================
+
+Two rules hold everywhere in this module:
+
+1. **Nothing here reads a clock or does I/O.**  Every function takes ``now``
+   (or the event's own time) as a parameter and returns the new state plus
+   what it implies.  The Faust worker, ``waterwatch replay``, ``explain``,
+   ``report`` and the tests all run this same code, so they cannot disagree.
+2. **An event either applies completely or is rejected with one readable
+   reason** (:class:`Rejection`); no exception escapes :meth:`Engine.apply`
+   for any input event.  A duplicate event ``id`` is a no-op, not an error.
+
+A *matter* is a ticket (工单), an outage (停水), a leak, an outside-damage
+report or a billing meter.  Its state holds a set of *clocks*.  A clock has a
+rule (``RULES.md`` ID), a start, a deadline in force (``due``), the allowed
+time in clock seconds (``limit``: wall seconds, or working seconds when the
+rule counts working time), and a *version* that changes whenever the deadline
+moves.  From these the policy derives the clock's *schedule*: the instants of
+its stages, in order::
+
+    start ── warn_50 ── warn_80 ── due (overdue) ── escalate_1 ── escalate_2 ── reminders…
+
+Which clocks exist, and what starts, stops, pauses or moves them:
+
+=============  ===============================  ==============================  ==========================
+clock          starts                           stops                           moves
+=============  ===============================  ==============================  ==========================
+accept         ticket.dispatched (R13.accept)   accepted, returned, resolved,   re-dispatch (new version)
+                                                closed
+respond        ticket.created (R15.1)           responded, resolved, closed     -
+feedback       ticket.created (R14.1-4, .due)   responded, resolved, closed     -
+resolve        ticket.created (R15.2-7)         resolved, closed                extension granted,
+                                                                                deadline set (R15.7),
+                                                                                reopened (restarts)
+return         ticket.created (R14.5, window)   returned (late → violation);    -
+                                                accepted/responded/... close it
+pre_notice     outage.planned (R19.1)           fires once: notice.due          outage.updated (if unsent)
+ops_notice     outage.planned user_caused       fires once                      outage.updated
+               (R19.4)
+delay_report   a reminder 30 min before the     fires once; delay_reported,     new expected end
+               R23 reporting point (R23)        restored
+restore        outage start (R23); overdue      restored                        delay_reported (new end)
+               also means no delay report
+peak           outage in progress (R22)         restored, cancelled             re-armed each peak period
+arrive         leak.reported (R24.arrive),      crew_arrived / repair_started   -
+               damage.reported (R30)            / inspector_arrived
+repair         leak.repair_started (R24.repair) repaired                        -
+read:YYYY-MM   meter.registered, then each      meter.read for that period      a missed month opens the
+               month (R31)                                                      next one
+=============  ===============================  ==============================  ==========================
+
+When a clock's deadline moves (a new version), the warnings whose instants
+already passed are skipped, never fired late; the overdue stage of the new
+deadline fires at once if the new deadline is already past.
+
+Stages fire in time order.  Before an event with time ``t`` is applied, every
+stage strictly before ``t`` fires (so an event at exactly the deadline is on
+time).  A stage fired more than ``late_after`` after its instant carries
+``late_by`` (R16: deadlines that passed while the service was down still fire
+after recovery, marked late).
+
+Each alert has a deterministic ``alert_id``:
+``{matter}/{rule}/{clock}/v{version}/{stage}``; re-running the same events
+gives the same ids, so the runtime can deduplicate.
+
+A stopped clock records its *outcome* (met or missed, against the deadline in
+force when it stopped, the original deadline kept on record); the monthly
+report (R34) counts those.
+"""
+
+from __future__ import annotations
+
+import calendar as _stdcal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from waterwatch.codes import AlertLevel, NoticeKind, OutageKind
+from waterwatch.core.calendar import BusinessCalendar
+from waterwatch.core.policy import Policy, Rule, format_duration
+from waterwatch.core.units import UnitsDirectory
+from waterwatch.events import (
+    CloudEvent,
+    DamageReportedData,
+    DeadlineSetData,
+    ExtensionGrantedData,
+    ExtensionRequestedData,
+    LeakRepairStartedData,
+    LeakReportedData,
+    MeterReadData,
+    MeterRegisteredData,
+    NoticeApprovedData,
+    OutageDelayData,
+    OutageEmergencyData,
+    OutagePlannedData,
+    OutageUpdatedData,
+    TicketCreatedData,
+    TicketDispatchedData,
+    TicketReturnedData,
+    UnitNoteData,
+)
+
+Level = Literal["warning", "overdue", "escalation", "reminder", "violation", "notice"]
+
+ALERT_TYPE: dict[str, str] = {
+    "warning": "alert.warning",
+    "overdue": "alert.overdue",
+    "escalation": "alert.escalation",
+    "reminder": "alert.reminder",
+    "violation": "alert.violation",
+    "notice": "notice.due",
+}
+
+# Template entry modes (see Engine._stage_at)
+_ABSOLUTE, _AT_DUE, _OFFSET, _AFTER_DUE = 0, 1, 2, 3
+
+MAX_PEAK_ALERTS = 9
+"""R22 peak-hour alerts per outage at most (three days of three peaks)."""
+
+OUTCOMES_KEPT = 48
+"""Stopped deadlines a matter keeps on record for the monthly report (R34)."""
+
+SEEN_IDS_KEPT = 32
+"""How many recent event ids a matter remembers for de-duplication."""
+
+CREATING_TYPES = frozenset(
+    {"ticket.created", "outage.planned", "outage.emergency", "leak.reported",
+     "damage.reported", "meter.registered"}
+)  # fmt: skip
+
+
+# =========================================================================== data
+
+
+@dataclass(slots=True)
+class Clock:
+    """One clock of a matter. Times are POSIX seconds; ``limit`` is in clock seconds."""
+
+    name: str
+    rule: str
+    start: int
+    due: int | None
+    limit: int
+    counts: str = "wall"
+    version: int = 1
+    fired: int = 0  # stages of the current schedule already handled
+    armed_at: int = 0  # warnings at or before this instant are skipped
+    original_due: int | None = None
+    stopped: int | None = None
+    outcome: str | None = None  # met, missed, closed (stopped before it mattered)
+    unit: str | None = None
+    extensions: list[tuple[int, int]] = field(default_factory=list)  # (granted at, new due)
+    kind: str = "deadline"  # deadline, window, notice, once, recurring, overdue_only
+    sched: tuple[tuple[int, int, Stage], ...] | None = field(default=None, repr=False, compare=False)
+
+    def copy(self) -> Clock:
+        return Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
+                     self.version, self.fired, self.armed_at, self.original_due, self.stopped,
+                     self.outcome, self.unit, list(self.extensions), self.kind, self.sched)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "rule": self.rule, "start": self.start, "due": self.due,
+            "limit": self.limit, "counts": self.counts, "version": self.version,
+            "fired": self.fired, "armed_at": self.armed_at, "original_due": self.original_due,
+            "stopped": self.stopped, "outcome": self.outcome, "unit": self.unit,
+            "extensions": [list(x) for x in self.extensions], "kind": self.kind,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Clock:
+        d = dict(d)
+        d["extensions"] = [tuple(x) for x in d.get("extensions", [])]
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A deadline that was stopped: met or missed against the deadline in force (R34)."""
+
+    rule: str
+    clock: str
+    unit: str | None
+    start: int
+    due: int
+    original_due: int | None
+    stopped: int
+    met: bool
+    extensions: int
+
+    @classmethod
+    def of(cls, c: Clock) -> Outcome:
+        assert c.due is not None and c.stopped is not None
+        return cls(c.rule, c.name, c.unit, c.start, c.due, c.original_due, c.stopped,
+                   c.stopped <= c.due, len(c.extensions))  # fmt: skip
+
+    def to_list(self) -> list[Any]:
+        return [self.rule, self.clock, self.unit, self.start, self.due, self.original_due,
+                self.stopped, self.met, self.extensions]  # fmt: skip
+
+
+@dataclass(slots=True)
+class MatterState:
+    """Everything the engine keeps about one matter; JSON-serializable via ``to_dict``."""
+
+    matter_id: str
+    kind: str  # ticket, outage, leak, damage, meter
+    status: str
+    created: int
+    last_time: int
+    unit: str | None = None
+    clocks: dict[str, Clock] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)  # kind-specific facts for context
+    seen: list[str] = field(default_factory=list)
+    history: list[tuple[int, str]] = field(default_factory=list)  # (time, event type)
+    outcomes: list[Outcome] = field(default_factory=list)
+    # Derived, not serialized: the earliest due stage, valid while next_known is True.
+    next_at: int | None = field(default=None, repr=False, compare=False)
+    next_known: bool = field(default=False, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "matter_id": self.matter_id, "kind": self.kind, "status": self.status,
+            "created": self.created, "last_time": self.last_time, "unit": self.unit,
+            "clocks": {k: c.to_dict() for k, c in self.clocks.items()},
+            "attrs": self.attrs, "seen": self.seen,
+            "history": [list(h) for h in self.history],
+            "outcomes": [o.to_list() for o in self.outcomes],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MatterState:
+        return cls(
+            matter_id=d["matter_id"], kind=d["kind"], status=d["status"], created=d["created"],
+            last_time=d["last_time"], unit=d.get("unit"),
+            clocks={k: Clock.from_dict(c) for k, c in d.get("clocks", {}).items()},
+            attrs=d.get("attrs", {}), seen=list(d.get("seen", [])),
+            history=[(int(t), str(e)) for t, e in d.get("history", [])],
+            outcomes=[Outcome(*o) for o in d.get("outcomes", [])],
+        )  # fmt: skip
+
+    def copy(self) -> MatterState:
+        """A copy that shares nothing mutable with this state (cheaper than a dict round trip)."""
+        return MatterState(
+            self.matter_id, self.kind, self.status, self.created, self.last_time, self.unit,
+            {k: c.copy() for k, c in self.clocks.items()}, dict(self.attrs), list(self.seen),
+            list(self.history), list(self.outcomes), self.next_at, self.next_known,
+        )  # fmt: skip
+
+    @property
+    def open(self) -> bool:
+        return self.status not in ("closed", "resolved", "restored", "cancelled", "done")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    at: int
+    name: str
+    level: Level
+    notify: tuple[str, ...]
+    cites: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert the engine decided to fire (pure data; ``to_event`` makes the CloudEvent)."""
+
+    alert_id: str
+    matter_id: str
+    matter_kind: str
+    rule: str
+    clock: str
+    level: Level
+    stage: str
+    due_at: int | None
+    fired_at: int
+    late_by: int | None
+    unit: str | None
+    notify: tuple[str, ...]
+    message: str
+    notice: str | None = None
+    context: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def type(self) -> str:
+        return ALERT_TYPE[self.level]
+
+    def to_event(self, tz: ZoneInfo) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "alert_id": self.alert_id,
+            "matter_id": self.matter_id,
+            "matter_kind": self.matter_kind,
+            "rule": self.rule,
+            "clock": self.clock,
+            "level": self.level,
+            "stage": self.stage,
+            "due_at": _iso(self.due_at, tz),
+            "fired_at": _iso(self.fired_at, tz),
+        }
+        if self.late_by is not None:
+            data["late_by"] = self.late_by
+        if self.unit is not None:
+            data["unit"] = self.unit
+        data["notify"] = list(self.notify)
+        if self.notice is not None:
+            data["notice"] = self.notice
+        data["message"] = self.message
+        data["context"] = dict(self.context)
+        return {
+            "specversion": "1.0",
+            "id": self.alert_id,
+            "source": "waterwatch/engine",
+            "type": self.type,
+            "time": _iso(self.fired_at, tz),
+            "subject": self.matter_id,
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event was not applied. ``str()`` is one readable line."""
+
+    code: str  # unknown_matter, illegal_transition, duplicate_matter, time_backwards, ...
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(slots=True)
+class Step:
+    """What one call to the engine returns."""
+
+    state: MatterState | None
+    alerts: list[Alert] = field(default_factory=list)
+    rejection: Rejection | None = None
+    duplicate: bool = False
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.rejection = Rejection(code, reason)
+
+
+def _iso(ts: int | None, tz: ZoneInfo) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz).isoformat()
+
+
+def _ts(dt: datetime) -> int:
+    return int(dt.timestamp() // 1)
+
+
+# ========================================================================= engine
+
+
+class Engine:
+    """Applies events to matter states and fires the stages that are due."""
+
+    def __init__(self, policy: Policy, units: UnitsDirectory, calendar: BusinessCalendar) -> None:
+        self.policy = policy
+        self.units = units
+        self.calendar = calendar
+        self.tz = ZoneInfo(policy.timezone)
+        self._handlers: dict[str, Callable[[MatterState, Any, int], list[Alert]]] = {
+            "ticket.dispatched": self._ticket_dispatched,
+            "ticket.accepted": self._ticket_accepted,
+            "ticket.responded": self._ticket_responded,
+            "ticket.resolved": self._ticket_resolved,
+            "ticket.closed": self._ticket_closed,
+            "ticket.reopened": self._ticket_reopened,
+            "ticket.returned": self._ticket_returned,
+            "ticket.extension_requested": self._ticket_extension_requested,
+            "ticket.extension_granted": self._ticket_extension_granted,
+            "ticket.extension_denied": self._ticket_extension_denied,
+            "ticket.deadline_set": self._ticket_deadline_set,
+            "outage.updated": self._outage_updated,
+            "outage.cancelled": self._outage_cancelled,
+            "outage.started": self._outage_started,
+            "outage.delay_reported": self._outage_delay_reported,
+            "outage.restored": self._outage_restored,
+            "outage.notice_approved": self._outage_notice_approved,
+            "leak.crew_arrived": self._leak_crew_arrived,
+            "leak.repair_started": self._leak_repair_started,
+            "leak.repaired": self._leak_repaired,
+            "damage.inspector_arrived": self._damage_inspector_arrived,
+            "meter.read": self._meter_read,
+        }
+        self._offset_cache: dict[tuple[str, int], tuple[tuple[int, int, Stage], ...]] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def apply(
+        self, state: MatterState | None, event: CloudEvent, now: datetime | int, *, copy: bool = True
+    ) -> Step:
+        """Apply one validated input event at wall time ``now``; never raises for input.
+
+        With ``copy=False`` the given state object is updated in place (the
+        runtimes own their states and skip the copy for speed); the returned
+        ``Step.state`` is then that same object.
+        """
+        now_ts = now if isinstance(now, int) else _ts(now)
+        t = _ts(event.time)
+        if state is not None and event.id in state.seen:
+            return Step(state, duplicate=True)
+        pre: list[Alert] = []
+        try:
+            if t > now_ts + self.policy.future_tolerance:
+                raise _Reject(
+                    "time_in_future",
+                    f"event time {_iso(t, self.tz)} is {format_duration(t - now_ts)} ahead of now",
+                )
+            if state is None:
+                if event.type not in CREATING_TYPES:
+                    raise _Reject(
+                        "unknown_matter",
+                        f"{event.type} for matter {event.subject}, which does not exist "
+                        "(no creating event seen)",
+                    )
+                state, alerts = self._create(event, t)
+            else:
+                if event.type in CREATING_TYPES:
+                    raise _Reject(
+                        "duplicate_matter",
+                        f"{event.type}: matter {event.subject} already exists ({state.kind}, {state.status})",
+                    )
+                kind = event.type.split(".", 1)[0]
+                if kind != state.kind:
+                    raise _Reject(
+                        "wrong_kind", f"{event.type} does not apply to matter {event.subject}, a {state.kind}"
+                    )
+                if t < state.last_time - self.policy.backwards_tolerance:
+                    raise _Reject(
+                        "time_backwards",
+                        f"event time {_iso(t, self.tz)} runs backwards: the matter's last event was "
+                        f"at {_iso(state.last_time, self.tz)}",
+                    )
+                if copy:
+                    state = state.copy()  # never mutate the caller's state
+                # Stages due before the event fire first, whatever the event turns out to be.
+                pre = self._advance(state, t, now_ts, strict=True)
+                # Handlers validate everything before they change anything, so a
+                # rejection leaves the state as the advance left it.
+                state.next_known = False
+                alerts = pre + self._handlers[event.type](state, event.data, t)
+            # what the event made due at once (a late notice, an overdue set in the past)
+            alerts += self._advance(state, t, now_ts, strict=False)
+        except _Reject as rej:
+            return Step(state, alerts=pre, rejection=rej.rejection)
+        if t > state.last_time:
+            state.last_time = t
+        seen = state.seen
+        seen.append(event.id)
+        if len(seen) > SEEN_IDS_KEPT:
+            del seen[0]
+        state.history.append((t, event.type))
+        return Step(state, alerts)
+
+    def advance(
+        self, state: MatterState, until: datetime | int, now: datetime | int | None = None, *,
+        copy: bool = True,
+    ) -> Step:  # fmt: skip
+        """Fire every stage at or before ``until``; ``now`` (default: ``until``) decides lateness."""
+        until_ts = until if isinstance(until, int) else _ts(until)
+        now_ts = until_ts if now is None else (now if isinstance(now, int) else _ts(now))
+        if copy:
+            state = state.copy()
+        alerts = self._advance(state, until_ts, now_ts, strict=False)
+        return Step(state, alerts)
+
+    def next_due(self, state: MatterState) -> int | None:
+        """The earliest instant (POSIX seconds) at which a stage of this matter is due."""
+        if state.next_known:
+            return state.next_at
+        best: int | None = None
+        for clock in state.clocks.values():
+            nxt = self._next_stage(state, clock)
+            if nxt is not None and (best is None or nxt.at < best):
+                best = nxt.at
+        return best
+
+    def schedule(self, state: MatterState, clock: Clock) -> tuple[Stage, ...]:
+        """All stages of a clock's current version, in time order."""
+        return tuple(self._stage_at(clock, e) for e in self._template_of(clock))
+
+    # --------------------------------------------------------------- firing
+
+    def _advance(self, state: MatterState, until: int, now: int, *, strict: bool) -> list[Alert]:
+        if state.next_known and (state.next_at is None or state.next_at > until
+                                 or (strict and state.next_at == until)):  # fmt: skip
+            return []
+        alerts: list[Alert] = []
+        while True:
+            earliest: int | None = None
+            best: tuple[Stage, Clock] | None = None
+            for clock in state.clocks.values():
+                if clock.stopped is not None:
+                    continue
+                stage = self._next_stage(state, clock)
+                if stage is None:
+                    continue
+                if earliest is None or stage.at < earliest:
+                    earliest = stage.at
+                if stage.at > until or (strict and stage.at == until):
+                    continue
+                if best is None or (stage.at, clock.name) < (best[0].at, best[1].name):
+                    best = (stage, clock)
+            if best is None:
+                state.next_at, state.next_known = earliest, True
+                return alerts
+            stage, clock = best
+            clock.fired += 1
+            state.next_known = False
+            alerts += self._fire(state, clock, stage, now)
+
+    def _next_stage(self, state: MatterState, clock: Clock) -> Stage | None:
+        if clock.stopped is not None:
+            return None
+        tmpl = clock.sched
+        if tmpl is None:
+            tmpl = clock.sched = self._template_of(clock)
+        n = len(tmpl)
+        while clock.fired < n:
+            stage = self._stage_at(clock, tmpl[clock.fired])
+            if (
+                clock.version > 1
+                and stage.level in ("warning", "escalation", "reminder")
+                and stage.at <= clock.armed_at
+            ):
+                clock.fired += 1  # passed before this deadline version existed: skip, never late
+                continue
+            return stage
+        return None
+
+    def _stage_at(self, clock: Clock, entry: tuple[int, int, Stage]) -> Stage:
+        """Resolve one template entry of a clock to a stage with its instant."""
+        value, mode, proto = entry
+        if mode == _ABSOLUTE:
+            return proto
+        due = clock.due
+        assert due is not None
+        if mode == _AT_DUE:
+            at = due
+        else:
+            at = self.calendar.add_working_ts(clock.start, value) if clock.counts == "working" \
+                else clock.start + value
+            if mode == _AFTER_DUE and at <= due:
+                at = due + 1
+        return Stage(at, proto.name, proto.level, proto.notify, proto.cites)
+
+    def _fire(self, state: MatterState, clock: Clock, stage: Stage, now: int) -> list[Alert]:
+        late = now - stage.at
+        late_by = late if late > self.policy.late_after else None
+        notice = NoticeKind.PRE_OUTAGE.value if stage.level == "notice" else None
+        out = [self._alert(state, clock, stage.level, stage.name, stage.at, late_by, stage.notify,
+                           self._stage_message(state, clock, stage), cites=stage.cites,
+                           notice=notice)]  # fmt: skip
+        # Follow-ups that a fired stage implies.
+        if stage.name == "overdue" and clock.name == "resolve" and state.kind == "ticket":
+            out += self._r13_resolve_check(state, clock, stage.at, late_by)
+        if stage.name == "overdue" and clock.name == "restore":
+            out.append(self._alert(
+                state, clock, "violation", "no_delay_report", stage.at, late_by,
+                self.policy.notify.get("violation", ("unit", "ops")),
+                "R23: the expected restoration time passed without a delay report in the warning group",
+            ))  # fmt: skip
+        if clock.kind in ("notice", "once"):
+            clock.stopped = stage.at
+            clock.outcome = "done"
+            if clock.name == "pre_notice":
+                state.attrs["pre_notice_sent"] = out[0].alert_id
+        if clock.kind == "recurring":  # R22: re-arm for the next peak period
+            state.attrs["peak_alerts"] = int(state.attrs.get("peak_alerts", 0)) + 1
+            if state.attrs["peak_alerts"] < MAX_PEAK_ALERTS:
+                self._arm_peak(state, after=self._peak_end(stage.at))
+            else:
+                clock.stopped = stage.at
+                clock.outcome = "closed"
+        if clock.name.startswith("read:") and stage.name == "overdue":
+            self._open_meter_cycle(state, _next_month_start(clock.due or stage.at, self.tz))
+        return out
+
+    def _alert(
+        self, state: MatterState, clock: Clock | None, level: Level, stage: str, at: int,
+        late_by: int | None, notify: Iterable[str], message: str, *, rule: str | None = None,
+        notice: str | None = None, cites: str | None = None, extra: dict[str, Any] | None = None,
+        clock_name: str | None = None,
+    ) -> Alert:  # fmt: skip
+        rule_id = rule or (clock.rule if clock else "")
+        cname = clock_name or (clock.name if clock else "event")
+        version = clock.version if clock else 1
+        ctx = self._context(state, clock)
+        if cites:
+            ctx["cites"] = cites
+        if extra:
+            ctx.update(extra)
+        return Alert(
+            alert_id=f"{state.matter_id}/{rule_id}/{cname}/v{version}/{stage}",
+            matter_id=state.matter_id,
+            matter_kind=state.kind,
+            rule=rule_id,
+            clock=cname,
+            level=level,
+            stage=stage,
+            due_at=clock.due if clock else None,
+            fired_at=at,
+            late_by=late_by,
+            unit=(clock.unit if clock and clock.unit else state.unit),
+            notify=tuple(dict.fromkeys(notify)),
+            message=message,
+            notice=notice,
+            context=tuple(sorted(ctx.items())),
+        )
+
+    def _context(self, state: MatterState, clock: Clock | None) -> dict[str, Any]:
+        ctx: dict[str, Any] = {k: v for k, v in state.attrs.items() if not k.startswith("_")}
+        if clock is not None:
+            ctx["started_at"] = _iso(clock.start, self.tz)
+            if clock.due is not None:
+                ctx["limit"] = format_duration(clock.limit) if clock.limit else None
+                ctx["counts"] = clock.counts
+            if clock.original_due is not None and clock.original_due != clock.due:
+                ctx["original_due_at"] = _iso(clock.original_due, self.tz)
+        return ctx
+
+    def _stage_message(self, state: MatterState, clock: Clock, stage: Stage) -> str:
+        rule = self.policy.rules.get(clock.rule)
+        what = rule.what if rule else clock.rule
+        due = _iso(clock.due, self.tz)
+        if stage.level == "warning" and clock.due is None:
+            return f"{clock.rule}: no deadline set yet for {state.matter_id}; ops must set one"
+        if stage.level == "warning":
+            return f"{clock.rule} {clock.name} due {due}: {what}"
+        if stage.level == "overdue":
+            return f"{clock.rule} {clock.name} overdue since {due}: {what}"
+        if stage.level == "escalation":
+            return f"{clock.rule} {clock.name} overdue since {due}: escalated to {', '.join(stage.notify)}"
+        if stage.level == "reminder":
+            return f"{clock.rule} {clock.name} still overdue since {due}"
+        if stage.level == "notice":
+            return f"{clock.rule}: resident notice {state.attrs.get('_notice_kind', 'pre_outage')} due"
+        return f"{clock.rule}: {what}"
+
+    # -------------------------------------------------------------- schedule
+
+    def _instant(self, counts: str, start: int, offset: float) -> int:
+        if counts == "working":
+            return self.calendar.add_working_ts(start, int(round(offset)))
+        return start + int(round(offset))
+
+    def _measure(self, counts: str, start: int, end: int) -> int:
+        if counts == "working":
+            return self.calendar.working_seconds_ts(start, end)
+        return max(0, end - start)
+
+    def _offsets(self, rule: Rule, limit: int) -> tuple[tuple[int, int, Stage], ...]:
+        """A deadline rule's stages as (offset from start in clock seconds, mode, prototype), sorted.
+
+        Cached per (rule, limit): most clocks of a rule share its default
+        limit, so a clock's schedule is a shared tuple, and a stage's instant
+        is one addition (or one working-time addition) when it is needed.
+        """
+        key = (rule.id, limit)
+        cached = self._offset_cache.get(key)
+        if cached is not None:
+            return cached
+        notify = self.policy.notify
+        warn_to = tuple(notify.get("warning", ("unit",)))
+        out: list[tuple[int, int, int, Stage]] = []  # (offset, order, mode, proto)
+        for frac in rule.warn.fractions:
+            out.append((round(limit * frac), 0, _OFFSET, Stage(0, f"warn_{round(frac * 100)}", "warning", warn_to)))
+        for lead in rule.warn.leads:
+            if lead < limit:
+                name = f"warn_lead_{format_duration(lead).replace(' ', '')}"
+                out.append((limit - lead, 0, _OFFSET, Stage(0, name, "warning", warn_to)))
+        for after in rule.warn.after:
+            if after < limit:
+                name = f"warn_after_{format_duration(after).replace(' ', '')}"
+                out.append((after, 0, _OFFSET, Stage(0, name, "warning", warn_to)))
+        overdue_to = tuple(rule.notify or notify.get("overdue", ("unit", "ops")))
+        out.append((limit, 1, _AT_DUE, Stage(0, "overdue", "overdue", overdue_to)))
+        for i, step in enumerate(rule.escalate, start=1):
+            out.append((round(limit * (1 + step.after)), 2, _AFTER_DUE,
+                        Stage(0, f"escalate_{i}", "escalation", step.notify, step.cites)))  # fmt: skip
+        if rule.reminder is not None:
+            rem_to = tuple(notify.get("reminder", ("unit", "ops")))
+            for k in range(1, rule.reminder.max + 1):
+                out.append((limit + k * rule.reminder.every, 3, _AFTER_DUE,
+                            Stage(0, f"reminder_{k}", "reminder", rem_to)))  # fmt: skip
+        out.sort(key=lambda x: (x[0], x[1], x[3].name))
+        result = tuple((off, mode, proto) for off, _, mode, proto in out)
+        if len(self._offset_cache) > 100_000:
+            self._offset_cache.clear()
+        self._offset_cache[key] = result
+        return result
+
+    def _template_of(self, clock: Clock) -> tuple[tuple[int, int, Stage], ...]:
+        """The clock's schedule as template entries (see :meth:`_stage_at`)."""
+        rule = self.policy.rules[clock.rule]
+        notify = self.policy.notify
+        if clock.kind in ("notice", "once", "recurring"):
+            assert clock.due is not None
+            level: Level = "notice" if clock.kind == "notice" else "warning"
+            to = rule.notify or tuple(notify.get("warning", ()))
+            return ((0, _ABSOLUTE, Stage(clock.due, clock.name, level, to)),)
+        if clock.kind == "window":
+            return ()
+        if clock.kind == "overdue_only":
+            to = tuple(rule.notify or notify.get("overdue", ()))
+            return ((0, _ABSOLUTE, Stage(clock.due or 0, "overdue", "overdue", to)),)
+        if clock.due is None:  # R15.7 until ops sets the deadline
+            rem = rule.unset_reminder
+            out = [(0, _ABSOLUTE, Stage(clock.start, "deadline_unset", "warning", ("ops",)))]
+            if rem is not None:
+                out += [(0, _ABSOLUTE, Stage(clock.start + rem.every * k, f"deadline_unset_{k}", "reminder",
+                                             ("ops",))) for k in range(1, rem.max + 1)]  # fmt: skip
+            return tuple(out)
+        return self._offsets(rule, clock.limit)
+
+    # ------------------------------------------------------------ clock ops
+
+    def _start_clock(
+        self, state: MatterState, name: str, rule: Rule, start: int, *, limit: int | None = None,
+        counts: str | None = None, due: int | None = None, kind: str = "deadline",
+        unit: str | None = None, armed_at: int | None = None,
+    ) -> Clock:  # fmt: skip
+        counts = counts or rule.counts
+        old = state.clocks.get(name)
+        if due is None and limit is not None:
+            due = self._instant(counts, start, limit)
+        if due is not None and limit is None:
+            limit = self._measure(counts, start, due)
+        clock = Clock(
+            name=name, rule=rule.id, start=start, due=due, limit=limit or 0, counts=counts,
+            version=(old.version + 1) if old else 1, armed_at=start if armed_at is None else armed_at,
+            original_due=due, unit=unit or state.unit, kind=kind,
+        )  # fmt: skip
+        state.clocks[name] = clock
+        return clock
+
+    def _move(self, state: MatterState, clock: Clock, new_due: int, at: int) -> None:
+        """A new deadline for a running clock: a new version; warnings already past are skipped."""
+        clock.due = new_due
+        clock.limit = self._measure(clock.counts, clock.start, new_due)
+        clock.sched = None
+        clock.version += 1
+        clock.fired = 0
+        clock.armed_at = at
+        if clock.original_due is None:
+            clock.original_due = new_due
+
+    def _stop(self, state: MatterState, clock: Clock | None, t: int, *, count: bool = True) -> None:
+        if clock is None or clock.stopped is not None:
+            return
+        clock.stopped = t
+        if not count or clock.due is None or clock.kind in ("notice", "once", "recurring", "window"):
+            clock.outcome = "closed"
+            return
+        clock.outcome = "met" if t <= clock.due else "missed"
+        state.outcomes.append(Outcome.of(clock))
+        if len(state.outcomes) > OUTCOMES_KEPT:
+            del state.outcomes[: len(state.outcomes) - OUTCOMES_KEPT]
+
+    def _stop_clocks(self, state: MatterState, names: Iterable[str], t: int) -> None:
+        for name in names:
+            self._stop(state, state.clocks.get(name), t)
+
+    # ============================================================ creation
+
+    def _create(self, event: CloudEvent, t: int) -> tuple[MatterState, list[Alert]]:
+        kind = event.type.split(".", 1)[0]
+        state = MatterState(matter_id=event.subject, kind=kind, status="open", created=t, last_time=t)
+        creators: dict[str, Callable[[MatterState, Any, int], list[Alert]]] = {
+            "ticket.created": self._ticket_created,
+            "outage.planned": self._outage_planned,
+            "outage.emergency": self._outage_emergency,
+            "leak.reported": self._leak_reported,
+            "damage.reported": self._damage_reported,
+            "meter.registered": self._meter_registered,
+        }
+        alerts = creators[event.type](state, event.data, t)
+        return state, alerts
+
+    def _unit(self, unit: str | None) -> str | None:
+        if unit is not None and unit not in self.units:
+            raise _Reject("unknown_unit", f"unit: unknown unit {unit!r} (not in the units directory)")
+        return unit
+
+    # ============================================================ tickets
+
+    def _ticket_created(self, s: MatterState, d: TicketCreatedData, t: int) -> list[Alert]:
+        alerts: list[Alert] = []
+        s.unit = self._unit(d.unit)
+        s.status = "created"
+        s.attrs.update({"channel": d.channel.value})
+        if d.summary:
+            s.attrs["summary"] = d.summary
+        if d.location:
+            s.attrs["location"] = d.location
+        if d.category is not None:
+            cat = d.category.value
+            s.attrs["category"] = cat
+            rules = self.policy.for_category(cat)
+            if not rules:
+                raise _Reject("unknown_category", f"data.category: {cat!r} has no rule in the policy")
+            r28 = self.policy.rules.get("R28")
+            if r28 is not None and cat in r28.categories:
+                if s.unit is None and r28.default_unit:
+                    s.unit = r28.default_unit
+                s.attrs["assist"] = list(r28.assist)
+            for rule in rules:
+                assert rule.clock is not None
+                self._start_clock(s, rule.clock, rule, t, limit=rule.limit)
+        if d.hotline_tier is not None or d.due_at is not None:
+            if d.due_at is not None:
+                rule = self.policy.rules["R14.due"]
+                due = _ts(d.due_at)
+                if due <= t:
+                    raise _Reject("bad_deadline", "data.due_at: the due time is not after the order's time")
+                self._start_clock(s, "feedback", rule, t, due=due)
+            else:
+                assert d.hotline_tier is not None
+                tier_rules = self.policy.for_tier(d.hotline_tier.value)
+                if not tier_rules:
+                    raise _Reject("unknown_category", f"data.hotline_tier: {d.hotline_tier.value!r} has no rule")
+                self._start_clock(s, "feedback", tier_rules[0], t, limit=tier_rules[0].limit)
+            if d.hotline_tier is not None:
+                s.attrs["hotline_tier"] = d.hotline_tier.value
+        if d.urgency is not None:
+            rule = self.policy.rules["R14.5"]
+            variant = rule.variants.get(d.urgency.value)
+            if variant is not None:
+                s.attrs["urgency"] = d.urgency.value
+                self._start_clock(s, "return", rule, t, limit=variant.limit, counts=variant.counts,
+                                  kind="window")  # fmt: skip
+        r12 = self.policy.rules.get("R12")
+        if r12 is not None and d.category is not None and d.category.value in r12.categories:
+            alerts.append(self._alert(s, None, "escalation", "immediate", t, None, r12.notify,
+                                      f"R12: {d.category.value} reported to the leaders at once",
+                                      rule="R12", clock_name="report"))  # fmt: skip
+        return alerts
+
+    def _require(self, s: MatterState, allowed: Iterable[str], what: str) -> None:
+        if s.status not in allowed:
+            raise _Reject("illegal_transition", f"{what}: not allowed while the ticket is {s.status}")
+
+    def _ticket_dispatched(self, s: MatterState, d: TicketDispatchedData, t: int) -> list[Alert]:
+        self._require(s, ("created", "returned", "dispatched"), "ticket.dispatched")
+        s.unit = self._unit(d.unit)
+        for c in s.clocks.values():
+            if c.stopped is None:
+                c.unit = s.unit
+        s.status = "dispatched"
+        s.attrs["dispatched_at"] = _iso(t, self.tz)
+        self._start_clock(s, "accept", self.policy.rules["R13.accept"], t,
+                          limit=self.policy.rules["R13.accept"].limit)  # fmt: skip
+        return []
+
+    def _ticket_accepted(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
+        if s.status in ("created", "returned"):
+            raise _Reject("illegal_transition", "ticket.accepted: the ticket has not been dispatched yet")
+        self._require(s, ("dispatched",), "ticket.accepted")
+        self._unit(d.unit)
+        s.status = "accepted"
+        self._stop(s, s.clocks.get("accept"), t)
+        self._stop(s, s.clocks.get("return"), t, count=False)
+        return []
+
+    def _ticket_responded(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
+        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"), "ticket.responded")
+        self._unit(d.unit)
+        self._stop_clocks(s, ("respond", "feedback"), t)
+        self._stop(s, s.clocks.get("return"), t, count=False)
+        return []
+
+    def _ticket_resolved(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
+        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"), "ticket.resolved")
+        self._unit(d.unit)
+        s.status = "resolved"
+        self._stop_clocks(s, ("resolve", "respond", "feedback", "accept"), t)
+        self._stop(s, s.clocks.get("return"), t, count=False)
+        return []
+
+    def _ticket_closed(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
+        if s.status == "closed":
+            raise _Reject("illegal_transition", "ticket.closed: the ticket is already closed")
+        self._unit(d.unit)
+        s.status = "closed"
+        for c in s.clocks.values():
+            self._stop(s, c, t, count=c.kind == "deadline")
+        return []
+
+    def _ticket_reopened(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
+        self._require(s, ("resolved", "closed"), "ticket.reopened")
+        self._unit(d.unit)
+        s.status = "reopened"
+        old = s.clocks.get("resolve")
+        if old is not None and old.due is not None:
+            rule = self.policy.rules[old.rule]
+            limit = old.limit or (rule.limit or 0)
+            self._start_clock(s, "resolve", rule, t, limit=limit, counts=old.counts)
+            s.attrs["reopened_at"] = _iso(t, self.tz)
+        return []
+
+    def _ticket_returned(self, s: MatterState, d: TicketReturnedData, t: int) -> list[Alert]:
+        self._require(s, ("dispatched", "accepted"), "ticket.returned")
+        self._unit(d.unit)
+        s.status = "returned"
+        s.attrs["returns"] = int(s.attrs.get("returns", 0)) + 1
+        self._stop(s, s.clocks.get("accept"), t)
+        alerts: list[Alert] = []
+        window = s.clocks.get("return")
+        if window is not None and window.stopped is None:
+            self._stop(s, window, t)
+            if window.due is not None and t > window.due:
+                alerts.append(self._alert(
+                    s, window, "violation", "late_return", t, None,
+                    self.policy.notify.get("violation", ("unit", "ops")),
+                    f"R14.5: returned {format_duration(t - window.due)} after the "
+                    f"{s.attrs.get('urgency', '')} return window closed",
+                    extra={"returned_by": d.unit, "reason": d.reason},
+                ))  # fmt: skip
+        return alerts
+
+    def _ticket_extension_requested(self, s: MatterState, d: ExtensionRequestedData, t: int) -> list[Alert]:
+        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"),
+                      "ticket.extension_requested")  # fmt: skip
+        self._unit(d.unit)
+        if _ts(d.requested_due_at) <= t:
+            raise _Reject("bad_deadline", "data.requested_due_at: must be in the future")
+        s.attrs["_extension_pending"] = _ts(d.requested_due_at)
+        s.attrs.setdefault("_extension_requested_at", t)
+        s.attrs["extensions_requested"] = int(s.attrs.get("extensions_requested", 0)) + 1
+        return []
+
+    def _deadline_clock(self, s: MatterState) -> Clock | None:
+        for name in ("resolve", "feedback", "respond"):
+            c = s.clocks.get(name)
+            if c is not None and c.stopped is None:
+                return c
+        return None
+
+    def _ticket_extension_granted(self, s: MatterState, d: ExtensionGrantedData, t: int) -> list[Alert]:
+        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"),
+                      "ticket.extension_granted")  # fmt: skip
+        clock = self._deadline_clock(s)
+        if clock is None:
+            raise _Reject("illegal_transition", "ticket.extension_granted: no running deadline to extend")
+        new_due = _ts(d.due_at)
+        if new_due <= clock.start:
+            raise _Reject("bad_deadline", "data.due_at: before the clock started")
+        original = clock.original_due
+        clock.extensions.append((t, new_due))
+        self._move(s, clock, new_due, t)
+        clock.original_due = original if original is not None else new_due
+        s.attrs.pop("_extension_pending", None)
+        s.attrs["extensions_granted"] = int(s.attrs.get("extensions_granted", 0)) + 1
+        return []
+
+    def _ticket_extension_denied(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if "_extension_pending" not in s.attrs:
+            raise _Reject("illegal_transition", "ticket.extension_denied: no extension request is pending")
+        s.attrs.pop("_extension_pending")
+        return []
+
+    def _ticket_deadline_set(self, s: MatterState, d: DeadlineSetData, t: int) -> list[Alert]:
+        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"),
+                      "ticket.deadline_set")  # fmt: skip
+        due = _ts(d.due_at)
+        clock = s.clocks.get("resolve")
+        if clock is None or clock.stopped is not None:
+            clock = self._start_clock(s, "resolve", self.policy.rules["R15.7"], s.created, due=due,
+                                      armed_at=t)  # fmt: skip
+            return []
+        if due <= clock.start:
+            raise _Reject("bad_deadline", "data.due_at: before the clock started")
+        first = clock.due is None
+        self._move(s, clock, due, t)
+        if first:
+            clock.original_due = due
+        return []
+
+    def _r13_resolve_check(self, s: MatterState, clock: Clock, at: int, late_by: int | None) -> list[Alert]:
+        """Article 13: a unit that cannot finish in time must apply for an extension beforehand."""
+        if "dispatched_at" not in s.attrs:
+            return []
+        asked = s.attrs.get("_extension_requested_at")
+        if asked is not None and asked <= at:
+            return []
+        return [self._alert(
+            s, clock, "violation", "no_extension_request", at, late_by,
+            self.policy.notify.get("violation", ("unit", "ops")),
+            "R13: deadline passed without an extension request to ops",
+            rule="R13.resolve",
+        )]  # fmt: skip
+
+    # ============================================================ outages
+
+    def _outage_attrs(self, s: MatterState, **kw: Any) -> None:
+        for k, v in kw.items():
+            if v is None:
+                continue
+            if isinstance(v, datetime):
+                s.attrs[k] = _iso(_ts(v), self.tz)
+                s.attrs["_" + k] = _ts(v)
+            elif hasattr(v, "model_dump"):
+                s.attrs[k] = v.model_dump(exclude_defaults=True)
+            else:
+                s.attrs[k] = v.value if hasattr(v, "value") else v
+
+    def _outage_planned(self, s: MatterState, d: OutagePlannedData, t: int) -> list[Alert]:
+        s.unit = self._unit(d.unit)
+        s.status = "planned"
+        self._outage_attrs(s, outage_kind=d.kind, area=d.area, starts_at=d.starts_at,
+                           expected_end_at=d.expected_end_at, cause=d.cause,
+                           pressure_limited=d.pressure_limited)  # fmt: skip
+        starts = _ts(d.starts_at)
+        alerts: list[Alert] = []
+        if d.kind is OutageKind.USER_CAUSED:
+            alerts += self._arm_ops_notice(s, t)
+        else:
+            alerts += self._arm_pre_notice(s, t)
+            if d.kind is OutageKind.MAINTENANCE and t >= starts:
+                r = self.policy.rules["R19.3"]
+                alerts.append(self._alert(
+                    s, None, "violation", "not_in_advance", t, None, r.notify or ("ops",),
+                    "R19.3: maintenance outage reported to ops only after it started",
+                    rule="R19.3", clock_name="report",
+                ))  # fmt: skip
+        self._arm_outage_progress(s, t)
+        return alerts
+
+    def _arm_pre_notice(self, s: MatterState, t: int) -> list[Alert]:
+        rule = self.policy.rules["R19.1"]
+        if s.attrs.get("outage_kind") not in rule.outage_kinds:
+            return []
+        starts = int(s.attrs["_starts_at"])
+        lead = rule.lead or 0
+        due = starts - lead
+        alerts: list[Alert] = []
+        if t > due:  # announced too late: send at once, and it is a violation
+            alerts.append(self._alert(
+                s, None, "violation", "late_notice", t, None,
+                self.policy.notify.get("violation", ("unit", "ops")),
+                f"R19.1: outage announced {format_duration(starts - t)} before it starts, "
+                f"less than {format_duration(lead)}",
+                rule="R19.1", clock_name="pre_notice",
+            ))  # fmt: skip
+            due = t
+        self._start_clock(s, "pre_notice", rule, t, due=due, kind="notice", armed_at=t)
+        return alerts
+
+    def _arm_ops_notice(self, s: MatterState, t: int) -> list[Alert]:
+        rule = self.policy.rules["R19.4"]
+        starts = int(s.attrs["_starts_at"])
+        window = rule.window or 0
+        alerts: list[Alert] = []
+        if t > starts:
+            alerts.append(self._alert(
+                s, None, "violation", "late_ops_notice", t, None, rule.notify or ("ops",),
+                "R19.4: ops was told of a user-caused stop only after it started",
+                rule="R19.4", clock_name="ops_notice",
+            ))  # fmt: skip
+        self._start_clock(s, "ops_notice", rule, t, due=max(t, starts - window), kind="once", armed_at=t)
+        return alerts
+
+    def _outage_start_ts(self, s: MatterState) -> int:
+        return int(s.attrs.get("_started_at") or s.attrs["_starts_at"])
+
+    def _arm_outage_progress(self, s: MatterState, t: int) -> None:
+        """(Re)arm the R23 reminder and restore deadline and the R22 peak watch.
+
+        R23: a unit that cannot restore supply by the expected time reports it
+        in the warning group at least ``report_before`` (30 min) ahead.  The
+        service reminds the unit ``warn.leads`` before that point
+        (``delay_report``, a one-off warning); if the expected time then passes
+        without restoration and without a delay report, the ``restore``
+        deadline is missed and that is also a violation of R23.
+        """
+        start = self._outage_start_ts(s)
+        end = s.attrs.get("_expected_end_at")
+        r23 = self.policy.rules["R23"]
+        if end is not None:
+            end = int(end)
+            lead = r23.warn.leads[0] if r23.warn.leads else 0
+            remind_at = end - (r23.report_before or 0) - lead
+            old = s.clocks.get("delay_report")
+            if remind_at > t and not (old is not None and old.stopped is None and old.due == remind_at):
+                self._start_clock(s, "delay_report", r23, t, due=remind_at, kind="once", armed_at=t)
+            old = s.clocks.get("restore")
+            if end > start and not (old is not None and old.stopped is None and old.due == end):
+                if old is not None and old.stopped is None:
+                    self._move(s, old, end, t)
+                else:
+                    self._start_clock(s, "restore", r23, start, due=end, kind="overdue_only")
+        self._arm_peak(s, after=max(start, t))
+
+    def _arm_peak(self, s: MatterState, after: int) -> None:
+        if "R22" not in self.policy.rules or not self.policy.peak_hours:
+            return
+        if s.status in ("restored", "cancelled"):
+            return
+        at = self._next_peak(after)
+        self._start_clock(s, "peak", self.policy.rules["R22"], after, due=at, kind="recurring", armed_at=after)
+
+    def _next_peak(self, t: int) -> int:
+        """The first instant ≥ t inside a peak period."""
+        local = datetime.fromtimestamp(t, self.tz)
+        for day in range(0, 3):
+            d = (local + timedelta(days=day)).date()
+            for a, b in self.policy.peak_hours:
+                pa = datetime.combine(d, a, self.tz)
+                pb = datetime.combine(d, b, self.tz)
+                if pb.timestamp() > t:
+                    return max(t, _ts(pa))
+        raise AssertionError("no peak period within three days")  # pragma: no cover
+
+    def _peak_end(self, t: int) -> int:
+        local = datetime.fromtimestamp(t, self.tz)
+        for a, b in self.policy.peak_hours:
+            pa = datetime.combine(local.date(), a, self.tz)
+            pb = datetime.combine(local.date(), b, self.tz)
+            if pa.timestamp() <= t < pb.timestamp():
+                return _ts(pb)
+        return t + 1
+
+    def _outage_emergency(self, s: MatterState, d: OutageEmergencyData, t: int) -> list[Alert]:
+        s.unit = self._unit(d.unit)
+        s.status = "active"
+        s.attrs["emergency"] = True
+        self._outage_attrs(s, area=d.area, cause=d.cause, expected_end_at=d.expected_end_at)
+        s.attrs["starts_at"] = _iso(t, self.tz)
+        s.attrs["_starts_at"] = t
+        s.attrs["_started_at"] = t
+        r192 = self.policy.rules["R19.2"]
+        alerts = [self._alert(s, None, "warning", "warning_group", t, None, r192.notify,
+                              "R19.2: unforeseen outage - first-level warning group alerted",
+                              rule="R19.2", clock_name="report"),
+                  self._alert(s, None, "notice", "emergency_outage", t, None, ("residents",),
+                              "R19.2: residents told of the emergency outage (direct channels)",
+                              rule="R19.2", clock_name="notice",
+                              notice=NoticeKind.EMERGENCY_OUTAGE.value)]  # fmt: skip
+        r12 = self.policy.rules.get("R12")
+        if r12 is not None and "outage.emergency" in r12.triggers:
+            alerts.append(self._alert(s, None, "escalation", "immediate", t, None, r12.notify,
+                                      "R12: emergency outage reported to the leaders at once",
+                                      rule="R12", clock_name="report"))  # fmt: skip
+        self._arm_outage_progress(s, t)
+        return alerts
+
+    def _outage_notice_approved(self, s: MatterState, d: NoticeApprovedData, t: int) -> list[Alert]:
+        if s.status in ("cancelled",):
+            raise _Reject("illegal_transition", "outage.notice_approved: the outage was cancelled")
+        if self._unit(d.approved_by) != "office":
+            raise _Reject("not_authorised", "data.approved_by: public notices are approved by office (R19.2)")
+        n = int(s.attrs.get("approvals", 0)) + 1
+        s.attrs["approvals"] = n
+        kind = NoticeKind.EMERGENCY_OUTAGE if s.attrs.get("emergency") else NoticeKind.PRE_OUTAGE
+        return [self._alert(s, None, "notice", f"public_{n}", t, None, ("public",),
+                            "R19.2: public-channel notice approved by office",
+                            rule="R19.2", clock_name="public_notice", notice=kind.value,
+                            extra={"public_channels": [c.value for c in d.channels]})]  # fmt: skip
+
+    def _outage_updated(self, s: MatterState, d: OutageUpdatedData, t: int) -> list[Alert]:
+        if s.status in ("restored", "cancelled"):
+            raise _Reject("illegal_transition", f"outage.updated: the outage is {s.status}")
+        old = {k: s.attrs.get(k) for k in ("starts_at", "expected_end_at", "area")}
+        if d.starts_at is not None and s.attrs.get("emergency"):
+            raise _Reject("illegal_transition", "outage.updated: an emergency outage has no planned start")
+        if d.starts_at is not None and s.status == "active":
+            raise _Reject("illegal_transition", "outage.updated: the outage already started")
+        new_start = _ts(d.starts_at) if d.starts_at else int(s.attrs["_starts_at"])
+        new_end = _ts(d.expected_end_at) if d.expected_end_at else s.attrs.get("_expected_end_at")
+        if new_end is not None and int(new_end) <= new_start:
+            raise _Reject("bad_deadline", "data.expected_end_at: must be after the start")
+        self._outage_attrs(s, starts_at=d.starts_at, expected_end_at=d.expected_end_at, area=d.area)
+        s.attrs["version"] = int(s.attrs.get("version", 1)) + 1
+        alerts: list[Alert] = []
+        if d.starts_at is not None or d.area is not None:
+            sent = s.attrs.get("pre_notice_sent")
+            if sent:  # residents were told the old plan: correct it, never re-send stale notices
+                alerts.append(self._correction(s, t, sent, old, d.reason))
+                if d.starts_at is not None and t > new_start - (self.policy.rules["R19.1"].lead or 0):
+                    alerts.append(self._alert(
+                        s, None, "violation", f"late_change_v{s.attrs['version']}", t, None,
+                        self.policy.notify.get("violation", ("unit", "ops")),
+                        "R19.1: outage moved with less than 48 h notice", rule="R19.1",
+                        clock_name="pre_notice"))  # fmt: skip
+            elif s.attrs.get("outage_kind") == OutageKind.USER_CAUSED.value:
+                if "ops_notice" in s.clocks and s.clocks["ops_notice"].stopped is None:
+                    alerts += self._arm_ops_notice(s, t)
+            elif "pre_notice" in s.clocks:
+                alerts += self._arm_pre_notice(s, t)
+        self._arm_outage_progress(s, t)
+        return alerts
+
+    def _correction(self, s: MatterState, t: int, sent: str, old: dict[str, Any], reason: str | None) -> Alert:
+        n = int(s.attrs.get("corrections", 0)) + 1
+        s.attrs["corrections"] = n
+        return self._alert(
+            s, None, "notice", f"correction_{n}", t, None, ("residents_notified",),
+            "R19.1: correction to residents who got the earlier notice", rule="R19.1",
+            clock_name="notice", notice=NoticeKind.CORRECTION.value,
+            extra={"supersedes": sent, "previous": {k: v for k, v in old.items() if v is not None},
+                   "reason": reason},
+        )  # fmt: skip
+
+    def _outage_cancelled(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status in ("restored", "cancelled", "active"):
+            raise _Reject("illegal_transition", f"outage.cancelled: the outage is {s.status}")
+        alerts: list[Alert] = []
+        sent = s.attrs.get("pre_notice_sent")
+        s.status = "cancelled"
+        s.attrs["cancelled"] = True
+        if sent:
+            alerts.append(self._correction(s, t, sent, {}, d.reason))
+        for c in s.clocks.values():
+            self._stop(s, c, t, count=False)
+        return alerts
+
+    def _outage_started(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status != "planned":
+            raise _Reject("illegal_transition", f"outage.started: the outage is {s.status}")
+        s.status = "active"
+        s.attrs["_started_at"] = t
+        s.attrs["started_at"] = _iso(t, self.tz)
+        self._stop(s, s.clocks.get("pre_notice"), t, count=False)  # a notice not yet sent is stale now
+        self._stop(s, s.clocks.get("ops_notice"), t, count=False)
+        self._arm_outage_progress(s, t)
+        return []
+
+    def _outage_delay_reported(self, s: MatterState, d: OutageDelayData, t: int) -> list[Alert]:
+        if s.status in ("restored", "cancelled"):
+            raise _Reject("illegal_transition", f"outage.delay_reported: the outage is {s.status}")
+        new_end = _ts(d.expected_end_at)
+        if new_end <= t:
+            raise _Reject("bad_deadline", "data.expected_end_at: the new expected end is not in the future")
+        rule = self.policy.rules["R23"]
+        current_end = s.attrs.get("_expected_end_at")
+        self._stop(s, s.clocks.get("delay_report"), t, count=False)
+        n = int(s.attrs.get("delays", 0)) + 1
+        s.attrs["delays"] = n
+        previous = s.attrs.get("expected_end_at")
+        alerts: list[Alert] = []
+        if current_end is not None and t > int(current_end) - (rule.report_before or 0):
+            alerts.append(self._alert(
+                s, None, "violation", f"late_delay_report_{n}", t, None,
+                self.policy.notify.get("violation", ("unit", "ops")),
+                f"R23: delay reported {format_duration(max(0, int(current_end) - t))} before the expected "
+                f"restoration, less than {format_duration(rule.report_before or 0)}",
+                rule="R23", clock_name="delay",
+            ))  # fmt: skip
+        self._outage_attrs(s, expected_end_at=d.expected_end_at)
+        alerts += [
+            self._alert(s, None, "warning", f"delay_reported_{n}", t, None, rule.notify,
+                        "R23: restoration delayed - reported in the warning group", rule="R23",
+                        clock_name="delay", extra={"previous_expected_end_at": previous,
+                                                   "reason": d.reason}),
+            self._alert(s, None, "notice", f"delay_update_{n}", t, None, ("residents",),
+                        "R23: residents told of the new expected restoration time", rule="R23",
+                        clock_name="notice", notice=NoticeKind.DELAY_UPDATE.value,
+                        extra={"previous_expected_end_at": previous}),
+        ]  # fmt: skip
+        self._arm_outage_progress(s, t)
+        return alerts
+
+    def _outage_restored(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status not in ("active", "planned"):
+            raise _Reject("illegal_transition", f"outage.restored: the outage is {s.status}")
+        s.status = "restored"
+        s.attrs["restored_at"] = _iso(t, self.tz)
+        self._stop(s, s.clocks.get("restore"), t)
+        for c in s.clocks.values():
+            self._stop(s, c, t, count=False)
+        return [self._alert(s, None, "notice", "restoration", t, None, ("residents",),
+                            "R23: residents told that supply is restored", rule="R23",
+                            clock_name="notice", notice=NoticeKind.RESTORATION.value)]  # fmt: skip
+
+    # ============================================================ leaks, damage, meters
+
+    def _leak_reported(self, s: MatterState, d: LeakReportedData, t: int) -> list[Alert]:
+        s.status = "reported"
+        if d.pipe_diameter_mm is not None:
+            s.attrs["pipe_diameter_mm"] = d.pipe_diameter_mm
+        if d.location:
+            s.attrs["location"] = d.location
+        if d.in_meter_well:
+            r25 = self.policy.rules["R25"]
+            s.unit = self._unit(d.unit) or r25.default_unit
+            s.attrs["in_meter_well"] = True
+            return [self._alert(s, None, "warning", "contact_user", t, None, ("unit",),
+                                "R25: leak in the meter well or behind the meter - contact the user promptly",
+                                rule="R25", clock_name="contact")]  # fmt: skip
+        rule = self.policy.rules["R24.arrive"]
+        s.unit = self._unit(d.unit) or rule.default_unit
+        self._start_clock(s, "arrive", rule, t, limit=rule.limit)
+        return []
+
+    def _leak_crew_arrived(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status != "reported":
+            raise _Reject("illegal_transition", f"leak.crew_arrived: the leak is {s.status}")
+        s.status = "on_site"
+        self._stop(s, s.clocks.get("arrive"), t)
+        return []
+
+    def _leak_repair_started(self, s: MatterState, d: LeakRepairStartedData, t: int) -> list[Alert]:
+        if s.status not in ("reported", "on_site"):
+            raise _Reject("illegal_transition", f"leak.repair_started: the leak is {s.status}")
+        s.status = "repairing"
+        self._stop(s, s.clocks.get("arrive"), t)
+        if d.pipe_diameter_mm is not None:
+            s.attrs["pipe_diameter_mm"] = d.pipe_diameter_mm
+        rule = self.policy.rules["R24.repair"]
+        diameter = s.attrs.get("pipe_diameter_mm")
+        band = rule.bands[0]
+        if diameter is None:
+            s.attrs["diameter_unknown"] = True  # the stricter limit applies until known
+        else:
+            for b in rule.bands:
+                if b.max_diameter_mm is None or int(diameter) <= b.max_diameter_mm:
+                    band = b
+                    break
+        self._start_clock(s, "repair", rule, t, limit=band.limit)
+        return []
+
+    def _leak_repaired(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status == "repaired":
+            raise _Reject("illegal_transition", "leak.repaired: already repaired")
+        s.status = "repaired"
+        self._stop_clocks(s, ("arrive", "repair"), t)
+        return []
+
+    def _damage_reported(self, s: MatterState, d: DamageReportedData, t: int) -> list[Alert]:
+        rule = self.policy.rules["R30"]
+        s.unit = self._unit(d.unit) or rule.default_unit
+        s.status = "reported"
+        if d.location:
+            s.attrs["location"] = d.location
+        if d.summary:
+            s.attrs["summary"] = d.summary
+        self._start_clock(s, "arrive", rule, t, limit=rule.limit)
+        return []
+
+    def _damage_inspector_arrived(self, s: MatterState, d: Any, t: int) -> list[Alert]:
+        if s.status != "reported":
+            raise _Reject("illegal_transition", f"damage.inspector_arrived: the report is {s.status}")
+        s.status = "on_site"
+        self._stop(s, s.clocks.get("arrive"), t)
+        return []
+
+    def _meter_registered(self, s: MatterState, d: MeterRegisteredData, t: int) -> list[Alert]:
+        rule = self.policy.rules["R31"]
+        s.unit = self._unit(d.unit) or rule.default_unit
+        s.status = "active"
+        s.attrs.update({"meter_id": d.meter_id, "account": d.account})
+        self._open_meter_cycle(s, t)
+        return []
+
+    def _open_meter_cycle(self, s: MatterState, start: int) -> None:
+        period = datetime.fromtimestamp(start, self.tz).strftime("%Y-%m")
+        name = f"read:{period}"
+        if name in s.clocks:
+            return
+        rule = self.policy.rules["R31"]
+        due = _next_month_start(start, self.tz)
+        if self.policy.time_scale != 1:
+            due = start + max(1, round((due - start) / self.policy.time_scale))
+        self._start_clock(s, name, rule, start, due=due)
+        # keep the state small: forget cycles closed long ago
+        closed = sorted(k for k, c in s.clocks.items() if k.startswith("read:") and c.stopped is not None)
+        for k in closed[:-2]:
+            del s.clocks[k]
+
+    def _meter_read(self, s: MatterState, d: MeterReadData, t: int) -> list[Alert]:
+        if d.meter_id != s.attrs.get("meter_id"):
+            raise _Reject("wrong_matter", "data.meter_id: does not match the registered meter")
+        clock = s.clocks.get(f"read:{d.period}")
+        if clock is None:
+            raise _Reject("illegal_transition", f"meter.read: no open reading cycle for {d.period}")
+        if clock.stopped is not None:
+            raise _Reject("illegal_transition", f"meter.read: {d.period} was already read")
+        self._stop(s, clock, t)
+        alerts: list[Alert] = []
+        if d.estimated and not (d.evidence and d.explained_to_user):
+            missing = "evidence" if not d.evidence else "an explanation to the user"
+            alerts.append(self._alert(
+                s, clock, "violation", "estimate_unexplained", t, None,
+                self.policy.notify.get("violation", ("unit", "ops")),
+                f"R31: estimated reading for {d.period} without {missing}",
+                extra={"period": d.period},
+            ))  # fmt: skip
+        if clock.due is not None and t <= clock.due:
+            self._open_meter_cycle(s, clock.due)
+        return alerts
+
+
+def _next_month_start(ts: int, tz: ZoneInfo) -> int:
+    local = datetime.fromtimestamp(ts, tz)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return _ts(datetime(year, month, 1, tzinfo=tz))
+
+
+def month_bounds(month: str, tz: ZoneInfo) -> tuple[int, int]:
+    """``YYYY-MM`` → (first instant, first instant of the next month) in POSIX seconds."""
+    year, mon = (int(x) for x in month.split("-"))
+    first = datetime(year, mon, 1, tzinfo=tz)
+    days = _stdcal.monthrange(year, mon)[1]
+    return _ts(first), _ts(first + timedelta(days=days))
+
+
+__all__ = [
+    "ALERT_TYPE", "Alert", "AlertLevel", "Clock", "Engine", "MatterState", "Rejection", "Stage",
+    "Step", "UTC", "month_bounds",
+]  # fmt: skip
