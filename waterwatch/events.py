@@ -275,7 +275,7 @@ class CloudEvent(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    specversion: Literal["1.0"] = SPECVERSION
+    specversion: Literal["1.0"] = "1.0"
     id: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[str, Field(min_length=1, max_length=500)]
     type: str
@@ -284,6 +284,8 @@ class CloudEvent(_Model):
     datacontenttype: Literal["application/json"] | None = None
 
     KIND: ClassVar[str] = ""
+    # Every concrete event type (made by _event below) declares its own ``data`` model.
+    data: Any
 
 
 def _event(type_name: str, data_model: type[BaseModel], kind: str, doc: str) -> type[CloudEvent]:
@@ -293,7 +295,7 @@ def _event(type_name: str, data_model: type[BaseModel], kind: str, doc: str) -> 
         (CloudEvent,),
         {
             "__doc__": doc,
-            "__annotations__": {"type": Literal[type_name], "data": data_model},  # type: ignore[valid-type]
+            "__annotations__": {"type": Literal[type_name], "data": data_model},
             "__module__": __name__,
             "KIND": kind,
         },

@@ -654,8 +654,8 @@ class Engine:
 
     def _instant(self, counts: str, start: int, offset: float) -> int:
         if counts == "working":
-            return self.calendar.add_working_ts(start, int(round(offset)))
-        return start + int(round(offset))
+            return self.calendar.add_working_ts(start, round(offset))
+        return start + round(offset)
 
     def _measure(self, counts: str, start: int, end: int) -> int:
         if counts == "working":
@@ -1418,6 +1418,15 @@ def month_bounds(month: str, tz: ZoneInfo) -> tuple[int, int]:
 
 
 __all__ = [
-    "ALERT_TYPE", "Alert", "AlertLevel", "Clock", "Engine", "MatterState", "Rejection", "Stage",
-    "Step", "UTC", "month_bounds",
+    "ALERT_TYPE",
+    "UTC",
+    "Alert",
+    "AlertLevel",
+    "Clock",
+    "Engine",
+    "MatterState",
+    "Rejection",
+    "Stage",
+    "Step",
+    "month_bounds",
 ]  # fmt: skip

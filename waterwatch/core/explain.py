@@ -29,7 +29,7 @@ class ClockExplanation:
     note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def _iso(engine: Engine, ts: int | None) -> str | None:
@@ -52,7 +52,7 @@ def explain_clock(engine: Engine, state: MatterState, clock: Clock) -> ClockExpl
         version=clock.version,
         status=status,
         extensions=[{"granted_at": _iso(engine, at) or "", "new_due": _iso(engine, due) or ""}
-                    for at, due in clock.extensions],  # fmt: skip
+                    for at, due in clock.extensions],
     )
     if clock.due is None:
         ex.note = "no deadline yet: ops must set one (ticket.deadline_set)"

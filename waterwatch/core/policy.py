@@ -54,11 +54,11 @@ def parse_duration(text: Any) -> int:
 
 def format_duration(seconds: float) -> str:
     """Seconds → ``1d 2h 3m 4s`` (compact, for tables)."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s == 0:
         return "0s"
     parts = []
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    units: tuple[tuple[str, int], ...] = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
     if s < 4 * 86400:  # the measures speak of 24 h, 36 h, 48 h, 72 h; of days beyond
         units = units[1:]
     for unit, size in units:
@@ -407,7 +407,7 @@ def load_policy(path: Path) -> Policy:
             escalate=rd.escalate(r, f"{w}.escalate") if "escalate" in r else d_esc,
             reminder=rd.reminder(r, "reminder", f"{w}.reminder") if "reminder" in r else d_rem,
             unset_reminder=(rd.reminder(r, "unset_reminder", f"{w}.unset_reminder")
-                            if "unset_reminder" in r else None),  # fmt: skip
+                            if "unset_reminder" in r else None),
             notify=rd.strings(r, "notify", f"{w}.notify"),
             default_unit=str(default_unit) if default_unit else None,
             assist=rd.strings(r, "assist", f"{w}.assist"),
