@@ -28,7 +28,8 @@ from waterwatch.masking import mask_text
 from waterwatch.publish import publish_file
 from waterwatch.topics import ALERTS, EVENTS
 
-DEMO_EVENTS = Path(__file__).resolve().parents[1] / "examples" / "demo-events.jsonl"
+_IN_REPO = Path(__file__).resolve().parents[1] / "examples" / "demo-events.jsonl"
+DEMO_EVENTS = _IN_REPO if _IN_REPO.exists() else Path.cwd() / "examples" / "demo-events.jsonl"
 
 
 @dataclass
