@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synth import city_year  # noqa: E402
+from synth import city_year
 
-from waterwatch.core.config import load_config  # noqa: E402
-from waterwatch.core.replay import Replayer  # noqa: E402
-from waterwatch.events import parse_event  # noqa: E402
+from waterwatch.core.config import load_config
+from waterwatch.core.replay import Replayer
+from waterwatch.events import parse_event
 
 
 def peak_rss_mb() -> float:

@@ -34,7 +34,7 @@ def _event(n: int, typ: str, subject: str, t: datetime, data: dict[str, Any]) ->
 
 
 def city_year(matters: int, *, seed: int = 7, year: int = 2026) -> Iterator[dict[str, Any]]:
-    """Yield event dicts (not sorted by time; replay sorts), about 5 per matter."""
+    """Yield event dicts (not sorted by time; replay sorts), about 5.5 per matter."""
     rnd = random.Random(seed)
     start = datetime(year, 1, 1, tzinfo=TZ)
     span = 364 * 86400
@@ -58,15 +58,18 @@ def city_year(matters: int, *, seed: int = 7, year: int = 2026) -> Iterator[dict
             yield _event(nxt(), "ticket.created", mid, t0, data)
             t = t0 + timedelta(minutes=rnd.randrange(1, 30))
             yield _event(nxt(), "ticket.dispatched", mid, t, {"unit": unit})
-            t += timedelta(minutes=rnd.randrange(1, 120))
+            t += timedelta(minutes=rnd.randrange(1, 75))
             yield _event(nxt(), "ticket.accepted", mid, t, {})
+            t += timedelta(minutes=rnd.randrange(5, 90))
+            yield _event(nxt(), "ticket.responded", mid, t, {})
             if rnd.random() < 0.1:
                 t += timedelta(hours=rnd.randrange(1, 10))
                 yield _event(nxt(), "ticket.extension_requested", mid, t,
                              {"requested_due_at": _iso(t + timedelta(days=3)), "reason": "parts"})  # fmt: skip
                 t += timedelta(minutes=30)
                 yield _event(nxt(), "ticket.extension_granted", mid, t, {"due_at": _iso(t + timedelta(days=3))})
-            t += timedelta(hours=rnd.expovariate(1 / 14))
+            # most matters are resolved well in time; a tail goes overdue
+            t += timedelta(hours=rnd.expovariate(1 / 5))
             yield _event(nxt(), "ticket.resolved", mid, t, {})
             t += timedelta(hours=rnd.randrange(1, 48))
             yield _event(nxt(), "ticket.closed", mid, t, {})

@@ -74,7 +74,7 @@ report (R34) counts those.
 from __future__ import annotations
 
 import calendar as _stdcal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -157,11 +157,13 @@ class Clock:
     extensions: list[tuple[int, int]] = field(default_factory=list)  # (granted at, new due)
     kind: str = "deadline"  # deadline, window, notice, once, recurring, overdue_only
     sched: tuple[tuple[int, int, Stage], ...] | None = field(default=None, repr=False, compare=False)
+    # (fired, version, next stage): derived cache
+    nxt: tuple[int, int, Stage | None] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> Clock:
         return Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
                      self.version, self.fired, self.armed_at, self.original_due, self.stopped,
-                     self.outcome, self.unit, list(self.extensions), self.kind, self.sched)  # fmt: skip
+                     self.outcome, self.unit, list(self.extensions), self.kind, self.sched, self.nxt)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,7 +270,12 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """An alert the engine decided to fire (pure data; ``to_event`` makes the CloudEvent)."""
+    """An alert the engine decided to fire (pure data; ``to_event`` makes the CloudEvent).
+
+    The human-readable parts (``message``, ``context``) are formatted only when
+    asked for: most alerts of a replay are counted or compared by id, and the
+    runtimes format each alert once, when they publish it.
+    """
 
     alert_id: str
     matter_id: str
@@ -282,15 +289,58 @@ class Alert:
     late_by: int | None
     unit: str | None
     notify: tuple[str, ...]
-    message: str
-    notice: str | None = None
-    context: tuple[tuple[str, Any], ...] = ()
+    notice: str | None
+    tz: ZoneInfo = field(repr=False, compare=False)
+    attrs: Mapping[str, Any] = field(repr=False, compare=False)  # snapshot of the matter's facts
+    clock_info: tuple[int, int, str, int | None] | None = field(repr=False, compare=False)
+    extra: Mapping[str, Any] | None = field(repr=False, compare=False)
+    text: str | None = field(repr=False, compare=False)  # None: derive from rule_what
+    rule_what: str = field(default="", repr=False, compare=False)
 
     @property
     def type(self) -> str:
         return ALERT_TYPE[self.level]
 
-    def to_event(self, tz: ZoneInfo) -> dict[str, Any]:
+    @property
+    def message(self) -> str:
+        """A one-line English explanation (for logs and operators, not residents)."""
+        if self.text is not None:
+            return self.text
+        due = _iso(self.due_at, self.tz)
+        if self.level == "warning" and self.due_at is None:
+            return f"{self.rule}: no deadline set yet for {self.matter_id}; ops must set one"
+        if self.level == "warning":
+            return f"{self.rule} {self.clock} due {due}: {self.rule_what}"
+        if self.level == "overdue":
+            return f"{self.rule} {self.clock} overdue since {due}: {self.rule_what}"
+        if self.level == "escalation":
+            return f"{self.rule} {self.clock} overdue since {due}: escalated to {', '.join(self.notify)}"
+        if self.level == "reminder":
+            if self.due_at is None:
+                return f"{self.rule}: still no deadline for {self.matter_id}; ops must set one"
+            return f"{self.rule} {self.clock} still overdue since {due}"
+        if self.level == "notice":
+            return f"{self.rule}: resident notice {self.notice} due"
+        return f"{self.rule}: {self.rule_what}"
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Values for the templates: the matter's facts, the clock, and alert-specific extras."""
+        ctx: dict[str, Any] = {k: v for k, v in self.attrs.items() if not k.startswith("_")}
+        if self.clock_info is not None:
+            start, limit, counts, original_due = self.clock_info
+            ctx["started_at"] = _iso(start, self.tz)
+            if self.due_at is not None:
+                ctx["limit"] = format_duration(limit) if limit else None
+                ctx["counts"] = counts
+            if original_due is not None and original_due != self.due_at:
+                ctx["original_due_at"] = _iso(original_due, self.tz)
+        if self.extra:
+            ctx.update(self.extra)
+        return dict(sorted(ctx.items()))
+
+    def to_event(self, tz: ZoneInfo | None = None) -> dict[str, Any]:
+        tz = tz or self.tz
         data: dict[str, Any] = {
             "alert_id": self.alert_id,
             "matter_id": self.matter_id,
@@ -310,7 +360,7 @@ class Alert:
         if self.notice is not None:
             data["notice"] = self.notice
         data["message"] = self.message
-        data["context"] = dict(self.context)
+        data["context"] = self.context
         return {
             "specversion": "1.0",
             "id": self.alert_id,
@@ -396,6 +446,14 @@ class Engine:
             "meter.read": self._meter_read,
         }
         self._offset_cache: dict[tuple[str, int], tuple[tuple[int, int, Stage], ...]] = {}
+        self._by_category: dict[str, list[Rule]] = {}
+        self._by_tier: dict[str, list[Rule]] = {}
+        for r in policy.rules.values():
+            if r.kind == "deadline":
+                for c in r.categories:
+                    self._by_category.setdefault(c, []).append(r)
+                for tier in r.tiers:
+                    self._by_tier.setdefault(tier, []).append(r)
 
     # ------------------------------------------------------------------ public
 
@@ -525,6 +583,14 @@ class Engine:
     def _next_stage(self, state: MatterState, clock: Clock) -> Stage | None:
         if clock.stopped is not None:
             return None
+        cached = clock.nxt
+        if cached is not None and cached[0] == clock.fired and cached[1] == clock.version:
+            return cached[2]
+        stage = self._find_next_stage(clock)
+        clock.nxt = (clock.fired, clock.version, stage)
+        return stage
+
+    def _find_next_stage(self, clock: Clock) -> Stage | None:
         tmpl = clock.sched
         if tmpl is None:
             tmpl = clock.sched = self._template_of(clock)
@@ -533,6 +599,7 @@ class Engine:
             stage = self._stage_at(clock, tmpl[clock.fired])
             if (
                 clock.version > 1
+                and clock.kind == "deadline"
                 and stage.level in ("warning", "escalation", "reminder")
                 and stage.at <= clock.armed_at
             ):
@@ -562,10 +629,13 @@ class Engine:
         late_by = late if late > self.policy.late_after else None
         notice = NoticeKind.PRE_OUTAGE.value if stage.level == "notice" else None
         out = [self._alert(state, clock, stage.level, stage.name, stage.at, late_by, stage.notify,
-                           self._stage_message(state, clock, stage), cites=stage.cites,
-                           notice=notice)]  # fmt: skip
+                           None, cites=stage.cites, notice=notice)]  # fmt: skip
         # Follow-ups that a fired stage implies.
-        if stage.name == "overdue" and clock.name == "resolve" and state.kind == "ticket":
+        if (
+            stage.name == "overdue"
+            and state.kind == "ticket"
+            and (clock.name == "resolve" or (clock.name == "feedback" and "resolve" not in state.clocks))
+        ):  # the matter's planned limit (R14/R15): R13 asks for an extension request before it
             out += self._r13_resolve_check(state, clock, stage.at, late_by)
         if stage.name == "overdue" and clock.name == "restore":
             out.append(self._alert(
@@ -579,6 +649,7 @@ class Engine:
             if clock.name == "pre_notice":
                 state.attrs["pre_notice_sent"] = out[0].alert_id
         if clock.kind == "recurring":  # R22: re-arm for the next peak period
+            state.attrs["_peak_done_until"] = self._peak_end(stage.at)
             state.attrs["peak_alerts"] = int(state.attrs.get("peak_alerts", 0)) + 1
             if state.attrs["peak_alerts"] < MAX_PEAK_ALERTS:
                 self._arm_peak(state, after=self._peak_end(stage.at))
@@ -586,23 +657,21 @@ class Engine:
                 clock.stopped = stage.at
                 clock.outcome = "closed"
         if clock.name.startswith("read:") and stage.name == "overdue":
-            self._open_meter_cycle(state, _next_month_start(clock.due or stage.at, self.tz))
+            self._open_meter_cycle(state, clock.due if clock.due is not None else stage.at)
         return out
 
     def _alert(
         self, state: MatterState, clock: Clock | None, level: Level, stage: str, at: int,
-        late_by: int | None, notify: Iterable[str], message: str, *, rule: str | None = None,
+        late_by: int | None, notify: Iterable[str], message: str | None, *, rule: str | None = None,
         notice: str | None = None, cites: str | None = None, extra: dict[str, Any] | None = None,
         clock_name: str | None = None,
     ) -> Alert:  # fmt: skip
         rule_id = rule or (clock.rule if clock else "")
         cname = clock_name or (clock.name if clock else "event")
         version = clock.version if clock else 1
-        ctx = self._context(state, clock)
         if cites:
-            ctx["cites"] = cites
-        if extra:
-            ctx.update(extra)
+            extra = {**(extra or {}), "cites": cites}
+        rule_obj = self.policy.rules.get(rule_id)
         return Alert(
             alert_id=f"{state.matter_id}/{rule_id}/{cname}/v{version}/{stage}",
             matter_id=state.matter_id,
@@ -616,39 +685,14 @@ class Engine:
             late_by=late_by,
             unit=(clock.unit if clock and clock.unit else state.unit),
             notify=tuple(dict.fromkeys(notify)),
-            message=message,
             notice=notice,
-            context=tuple(sorted(ctx.items())),
+            tz=self.tz,
+            attrs=dict(state.attrs),
+            clock_info=None if clock is None else (clock.start, clock.limit, clock.counts, clock.original_due),
+            extra=extra,
+            text=message,
+            rule_what=rule_obj.what if rule_obj else "",
         )
-
-    def _context(self, state: MatterState, clock: Clock | None) -> dict[str, Any]:
-        ctx: dict[str, Any] = {k: v for k, v in state.attrs.items() if not k.startswith("_")}
-        if clock is not None:
-            ctx["started_at"] = _iso(clock.start, self.tz)
-            if clock.due is not None:
-                ctx["limit"] = format_duration(clock.limit) if clock.limit else None
-                ctx["counts"] = clock.counts
-            if clock.original_due is not None and clock.original_due != clock.due:
-                ctx["original_due_at"] = _iso(clock.original_due, self.tz)
-        return ctx
-
-    def _stage_message(self, state: MatterState, clock: Clock, stage: Stage) -> str:
-        rule = self.policy.rules.get(clock.rule)
-        what = rule.what if rule else clock.rule
-        due = _iso(clock.due, self.tz)
-        if stage.level == "warning" and clock.due is None:
-            return f"{clock.rule}: no deadline set yet for {state.matter_id}; ops must set one"
-        if stage.level == "warning":
-            return f"{clock.rule} {clock.name} due {due}: {what}"
-        if stage.level == "overdue":
-            return f"{clock.rule} {clock.name} overdue since {due}: {what}"
-        if stage.level == "escalation":
-            return f"{clock.rule} {clock.name} overdue since {due}: escalated to {', '.join(stage.notify)}"
-        if stage.level == "reminder":
-            return f"{clock.rule} {clock.name} still overdue since {due}"
-        if stage.level == "notice":
-            return f"{clock.rule}: resident notice {state.attrs.get('_notice_kind', 'pre_outage')} due"
-        return f"{clock.rule}: {what}"
 
     # -------------------------------------------------------------- schedule
 
@@ -752,6 +796,7 @@ class Engine:
         clock.due = new_due
         clock.limit = self._measure(clock.counts, clock.start, new_due)
         clock.sched = None
+        clock.nxt = None
         clock.version += 1
         clock.fired = 0
         clock.armed_at = at
@@ -809,7 +854,7 @@ class Engine:
         if d.category is not None:
             cat = d.category.value
             s.attrs["category"] = cat
-            rules = self.policy.for_category(cat)
+            rules = self._by_category.get(cat, [])
             if not rules:
                 raise _Reject("unknown_category", f"data.category: {cat!r} has no rule in the policy")
             r28 = self.policy.rules.get("R28")
@@ -829,7 +874,7 @@ class Engine:
                 self._start_clock(s, "feedback", rule, t, due=due)
             else:
                 assert d.hotline_tier is not None
-                tier_rules = self.policy.for_tier(d.hotline_tier.value)
+                tier_rules = self._by_tier.get(d.hotline_tier.value, [])
                 if not tier_rules:
                     raise _Reject("unknown_category", f"data.hotline_tier: {d.hotline_tier.value!r} has no rule")
                 self._start_clock(s, "feedback", tier_rules[0], t, limit=tier_rules[0].limit)
@@ -855,7 +900,10 @@ class Engine:
 
     def _ticket_dispatched(self, s: MatterState, d: TicketDispatchedData, t: int) -> list[Alert]:
         self._require(s, ("created", "returned", "dispatched"), "ticket.dispatched")
-        s.unit = self._unit(d.unit)
+        unit = self._unit(d.unit)
+        if unit != s.unit:  # R13's duty to ask for an extension is the newly responsible unit's
+            s.attrs.pop("_extension_requested_at", None)
+        s.unit = unit
         for c in s.clocks.values():
             if c.stopped is None:
                 c.unit = s.unit
@@ -976,6 +1024,8 @@ class Engine:
         self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"),
                       "ticket.deadline_set")  # fmt: skip
         due = _ts(d.due_at)
+        if due <= s.created:
+            raise _Reject("bad_deadline", "data.due_at: before the ticket was created")
         clock = s.clocks.get("resolve")
         if clock is None or clock.stopped is not None:
             clock = self._start_clock(s, "resolve", self.policy.rules["R15.7"], s.created, due=due,
@@ -1109,6 +1159,7 @@ class Engine:
             return
         if s.status in ("restored", "cancelled"):
             return
+        after = max(after, int(s.attrs.get("_peak_done_until", 0)))  # one alert per peak period
         at = self._next_peak(after)
         self._start_clock(s, "peak", self.policy.rules["R22"], after, due=at, kind="recurring", armed_at=after)
 
