@@ -362,6 +362,35 @@ def dev(
 
 
 @app.command()
+def worker(
+    partitions: Annotated[int, typer.Option(help="Partitions of the matter-keyed topics")] = 8,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="Divide every policy duration by N")] = 1.0,
+    web_port: Annotated[int, typer.Option(help="Port of /healthz (127.0.0.1)")] = 6066,
+    data_dir: Annotated[Path, typer.Option(help="Local RocksDB state")] = Path(".waterwatch/worker"),
+    app_id: Annotated[str, typer.Option(help="Consumer group and changelog prefix")] = "waterwatch-worker",
+    topic_prefix: Annotated[str, typer.Option(help="Topics are PREFIX.events, .clock, .alerts, .deadletter")] = (
+        "waterwatch"
+    ),
+    config: ConfigOpt = None,
+) -> None:
+    """Run the stream processor: events in, alerts out, deadlines fired on time (Ctrl-C stops it)."""
+    from streams.worker import WorkerSettings, run_worker
+    from waterwatch import kafka_local
+    from waterwatch.admin import BrokerUnavailable, TopicMismatch
+
+    if time_scale <= 0:
+        raise _fail("--time-scale must be > 0")
+    cfg = _load(config, time_scale=time_scale)
+    settings = WorkerSettings(bootstrap=kafka_local.bootstrap_servers(), partitions=partitions,
+                              app_id=app_id, data_dir=data_dir, web_port=web_port,
+                              topic_prefix=topic_prefix)  # fmt: skip
+    try:
+        run_worker(settings, cfg)
+    except (BrokerUnavailable, TopicMismatch) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     out.print(f"waterwatch {__version__}")

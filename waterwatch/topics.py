@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 DAY_MS = 24 * 3600 * 1000
+MIB = 1024 * 1024
 
 
 def default_partitions() -> int:
@@ -36,7 +37,8 @@ EVENTS = TopicSpec(
     key="matter id (= CloudEvents subject)",
     description="Input events from the 12345 gateway, OA, field apps and the CLI.",
     messages=("input",),
-    configs={"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete"},
+    # 8 MiB: an oversized event must reach the worker to be dead-lettered with its bytes
+    configs={"retention.ms": str(30 * DAY_MS), "cleanup.policy": "delete", "max.message.bytes": str(8 * MIB)},
 )
 CLOCK = TopicSpec(
     name="waterwatch.clock",
@@ -72,7 +74,7 @@ DEADLETTER = TopicSpec(
     description="Rejected input with its original bytes, source offset and a readable reason.",
     messages=("DeadLetter",),
     partitions=1,
-    configs={"retention.ms": str(90 * DAY_MS), "cleanup.policy": "delete"},
+    configs={"retention.ms": str(90 * DAY_MS), "cleanup.policy": "delete", "max.message.bytes": str(12 * MIB)},
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, CLOCK, ALERTS, DELIVERIES, RESIDENTS, DEADLETTER)

@@ -1,0 +1,144 @@
+"""The imperative shell around the core, without Faust: decode, apply, encode.
+
+The Faust agent (``streams.worker``) feeds each record of ``waterwatch.events``
+and ``waterwatch.clock`` through :class:`Processor` together with the matter's
+stored state, and writes back what it returns.  Keeping this free of Faust
+makes every bad input testable in microseconds, and keeps the agent loop short
+(STYLE.md: "the loop decodes, calls the core, writes the state, sends what the
+core returned").
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from waterwatch.core.engine import Alert, Engine, MatterState
+from waterwatch.events import MAX_EVENT_BYTES, EventError, parse_event
+
+
+@dataclass(slots=True)
+class Result:
+    """What to write after one record."""
+
+    state: bytes | None = None  # new state to store (None: leave the table alone)
+    alerts: list[Alert] = field(default_factory=list)
+    deadletter: bytes | None = None
+    error: str | None = None  # dead-letter error class, for metrics
+    duplicate: bool = False
+    next_due: int | None = None
+    matter_id: str | None = None
+
+
+def encode_state(state: MatterState) -> bytes:
+    return json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_state(raw: bytes | None) -> MatterState | None:
+    if raw is None:
+        return None
+    return MatterState.from_dict(json.loads(raw))
+
+
+def encode_alert(alert: Alert) -> bytes:
+    return json.dumps(alert.to_event(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode_check(matter_id: str, due: int, version: int = 0, clock: str = "", stage: str = "") -> bytes:
+    """A ``ClockCheck`` command (schemas/ClockCheck.json)."""
+    return json.dumps(
+        {"matter_id": matter_id, "clock": clock, "stage": stage,
+         "due_at": datetime.fromtimestamp(due, UTC).isoformat(), "version": version},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+
+
+def deadletter_record(
+    *, reason: str, error: str, topic: str, partition: int | None, offset: int | None,
+    key: bytes | None, value: bytes, now: float, event_type: str | None = None,
+    matter_id: str | None = None,
+) -> bytes:  # fmt: skip
+    """A ``DeadLetter`` record (schemas/DeadLetter.json) with the original bytes."""
+    body: dict[str, Any] = {
+        "reason": reason,
+        "error": error,
+        "source_topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "value_b64": base64.b64encode(value).decode(),
+        "rejected_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "event_type": event_type,
+        "matter_id": matter_id,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Processor:
+    """Turns one input record plus the matter's stored state into what to write."""
+
+    def __init__(self, engine: Engine, events_topic: str = "waterwatch.events") -> None:
+        self.engine = engine
+        self.events_topic = events_topic
+
+    def on_event(
+        self, key: bytes | None, value: bytes | None, *, topic: str, partition: int | None,
+        offset: int | None, stored: bytes | None, now: float,
+    ) -> Result:  # fmt: skip
+        """One record of ``waterwatch.events``; never raises for any input."""
+        raw = value if value is not None else b""
+
+        def dead(error: str, reason: str, event_type: str | None = None, matter_id: str | None = None) -> Result:
+            rec = deadletter_record(reason=reason, error=error, topic=topic, partition=partition,
+                                    offset=offset, key=key, value=raw, now=now, event_type=event_type,
+                                    matter_id=matter_id)  # fmt: skip
+            return Result(deadletter=rec, error=error, matter_id=matter_id)
+
+        if len(raw) > MAX_EVENT_BYTES:
+            return dead("too_large", f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES}-byte limit")
+        try:
+            event = parse_event(raw)
+        except EventError as exc:
+            return dead(exc.error, str(exc), exc.event_type)
+        if key is None or key.decode("utf-8", "replace") != event.subject:
+            shown = "none" if key is None else repr(key.decode("utf-8", "replace")[:64])
+            return dead("key_mismatch", f"the Kafka key ({shown}) is not the event's subject {event.subject!r}",
+                        event.type, event.subject)  # fmt: skip
+        try:
+            state = decode_state(stored)
+        except (ValueError, KeyError, TypeError) as exc:  # a corrupt stored state: never crash
+            return dead("state_corrupt", f"stored state of {event.subject} unreadable: {exc}", event.type,
+                        event.subject)  # fmt: skip
+        step = self.engine.apply(state, event, int(now), copy=False)
+        if step.duplicate:
+            return Result(duplicate=True, matter_id=event.subject, alerts=[],
+                          next_due=self.engine.next_due(state) if state else None)  # fmt: skip
+        new_state = step.state
+        result = Result(alerts=step.alerts, matter_id=event.subject)
+        if step.rejection is not None:
+            dl = dead(step.rejection.code, step.rejection.reason, event.type, event.subject)
+            result.deadletter, result.error = dl.deadletter, dl.error
+        if new_state is not None:
+            result.state = encode_state(new_state)
+            result.next_due = self.engine.next_due(new_state)
+        return result
+
+    def on_check(self, key: bytes | None, stored: bytes | None, *, now: float) -> Result:
+        """A check command from the timer: fire whatever of this matter is due by ``now``."""
+        if stored is None or key is None:
+            return Result()
+        try:
+            state = decode_state(stored)
+        except (ValueError, KeyError, TypeError):
+            return Result()
+        assert state is not None
+        due = self.engine.next_due(state)
+        if due is None or due > now:  # stale or early check: nothing to do (principle 2)
+            return Result(next_due=due, matter_id=state.matter_id)
+        step = self.engine.advance(state, int(now), copy=False)
+        assert step.state is not None
+        return Result(state=encode_state(step.state), alerts=step.alerts,
+                      next_due=self.engine.next_due(step.state), matter_id=state.matter_id)  # fmt: skip

@@ -1,0 +1,270 @@
+"""``waterwatch worker``: the SLA core on Kafka (faust-streaming).
+
+    waterwatch.events ─┐
+                       ├─► agent ``process`` (concurrency 1) ──► waterwatch.alerts
+    waterwatch.clock ──┘      │ table ``matters`` (RocksDB + changelog)      waterwatch.deadletter
+                              └─► deadline index ──► timer ──► waterwatch.clock
+
+One agent owns both co-partitioned input topics, so only the owner of a
+matter's partition ever changes its state (DESIGN.md principle 2).  The timer
+never fires alerts: it sends a check command keyed by the matter to the clock
+topic, and the agent fires whatever the core says is due by then.  Alerts are
+flushed to Kafka before the new state is written, so a crash can repeat an
+alert (same ``alert_id``: consumers de-duplicate) but never lose one
+(principle 3).  Agent concurrency stays 1 (upstream loss at > 1) and
+``exactly_once`` is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+from kafka.partitioner.default import murmur2
+
+from streams.deadlines import DeadlineIndex
+from streams.processor import Processor, encode_alert, encode_check
+from waterwatch.core.config import Config
+from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
+
+log = logging.getLogger("waterwatch.worker")
+
+APP_ID = "waterwatch-worker"
+TABLE = "matters"
+
+
+@dataclass
+class WorkerSettings:
+    bootstrap: str
+    partitions: int = 8
+    app_id: str = APP_ID
+    data_dir: Path = field(default_factory=lambda: Path(".waterwatch") / "worker")
+    web_port: int = 6066
+    timer_interval: float = 0.1
+    rocksdb_block_cache_mb: int = 8
+    rocksdb_write_buffer_mb: int = 4
+    rocksdb_write_buffers: int = 2
+    topic_prefix: str = "waterwatch"  # topics are {prefix}.events, .clock, .alerts, .deadletter
+    now: Callable[[], float] = time.time
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def clock_topic(self) -> str:
+        return f"{self.topic_prefix}.clock"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.topic_prefix}.deadletter"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-{TABLE}-changelog"
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """The topics this worker needs, with explicit partitions and configs."""
+        n = self.partitions
+        return [
+            TopicSpec(self.events_topic, EVENTS.key, EVENTS.description, EVENTS.messages, n, EVENTS.configs),
+            TopicSpec(self.clock_topic, CLOCK.key, CLOCK.description, CLOCK.messages, n, CLOCK.configs),
+            TopicSpec(self.alerts_topic, ALERTS.key, ALERTS.description, ALERTS.messages, n, ALERTS.configs),
+            TopicSpec(self.deadletter_topic, DEADLETTER.key, DEADLETTER.description, DEADLETTER.messages, 1,
+                      DEADLETTER.configs),
+            TopicSpec(self.changelog_topic, "matter id", "changelog of the matters table", ("state",), n,
+                      {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        ]  # fmt: skip
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every producer of matter-keyed records uses."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Worker:
+    """The Faust app and the state around it (health, deadline index, counters)."""
+
+    def __init__(self, settings: WorkerSettings, config: Config) -> None:
+        self.settings = settings
+        self.config = config
+        self.engine = config.engine()
+        self.processor = Processor(self.engine, settings.events_topic)
+        self.index = DeadlineIndex()
+        self.state = "starting"
+        self.counters: dict[str, int] = {
+            "events": 0, "duplicates": 0, "deadletters": 0, "alerts": 0, "checks": 0, "checks_sent": 0,
+        }  # fmt: skip
+        self.fire_lag: list[float] = []  # seconds between a stage's instant and its alert leaving
+        self.app = self._build()
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            self.state = state
+            log.info("worker %s%s", state, f": {detail}" if detail else "")
+
+    # ------------------------------------------------------------------ app
+
+    def _build(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.bootstrap}",
+            store="rocksdb://",
+            datadir=str(s.data_dir),
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=True,
+            web_bind="127.0.0.1",
+            web_port=s.web_port,
+            web_host="127.0.0.1",
+            producer_max_request_size=8 * 1024 * 1024,
+            consumer_max_fetch_size=8 * 1024 * 1024,
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+            table_standby_replicas=0,
+        )
+        source = app.topic(s.events_topic, s.clock_topic, key_serializer="raw", value_serializer="raw",
+                           partitions=s.partitions)  # fmt: skip
+        alerts = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+        clock = app.topic(s.clock_topic, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+        deadletter = app.topic(s.deadletter_topic, key_serializer="raw", value_serializer="raw", partitions=1)
+        mb = 1024 * 1024
+        matters = app.Table(
+            TABLE,
+            default=None,
+            partitions=s.partitions,
+            key_type=bytes,  # bytes in, bytes out: the "raw" serializer
+            value_type=bytes,
+            options={
+                "block_cache_size": s.rocksdb_block_cache_mb * mb,
+                "block_cache_compressed_size": 0,
+                "write_buffer_size": s.rocksdb_write_buffer_mb * mb,
+                "max_write_buffer_number": s.rocksdb_write_buffers,
+                "max_open_files": 256,
+            },
+        )
+        self.matters = matters
+        worker = self
+        events_topic = s.events_topic
+
+        @app.agent(source, concurrency=1)
+        async def process(stream: faust.StreamT[Any]) -> None:
+            async for event in stream.events():
+                msg = event.message
+                key: bytes | None = event.key
+                now = s.now()
+                stored = matters.get(key) if key is not None else None
+                if msg.topic == events_topic:
+                    worker.counters["events"] += 1
+                    result = worker.processor.on_event(key, event.value, topic=msg.topic, partition=msg.partition,
+                                                       offset=msg.offset, stored=stored, now=now)  # fmt: skip
+                else:
+                    worker.counters["checks"] += 1
+                    result = worker.processor.on_check(key, stored, now=now)
+                if result.alerts:
+                    for alert in result.alerts:
+                        await alerts.send(key=alert.matter_id.encode(), value=encode_alert(alert))
+                    await app.producer.flush()  # alerts are out before the state says they fired
+                    sent = s.now()
+                    worker.counters["alerts"] += len(result.alerts)
+                    worker.fire_lag.extend(max(0.0, sent - a.fired_at) for a in result.alerts)
+                    if len(worker.fire_lag) > 100_000:
+                        del worker.fire_lag[:50_000]
+                if result.deadletter is not None:
+                    worker.counters["deadletters"] += 1
+                    await deadletter.send(key=key, value=result.deadletter)
+                if result.duplicate:
+                    worker.counters["duplicates"] += 1
+                if result.state is not None and key is not None:
+                    matters[key] = result.state
+                if result.matter_id is not None:
+                    worker.index.set(result.matter_id, msg.partition, result.next_due)
+
+        @app.timer(interval=s.timer_interval, on_leader=False)
+        async def tick() -> None:
+            if worker.state != "ready":
+                return
+            for matter_id, partition, due in worker.index.pop_due(s.now()):
+                worker.counters["checks_sent"] += 1
+                await clock.send(key=matter_id.encode(), value=encode_check(matter_id, due), partition=partition)
+
+        @matters.on_recover
+        async def recovered() -> None:
+            worker._rebuild_index()
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            ready = worker.state == "ready"
+            body = {"status": worker.state, "ready": ready, "matters_indexed": len(worker.index),
+                    **worker.counters}  # fmt: skip
+            return web.json(body, status=200 if ready else 503)
+
+        @app.on_partitions_revoked.connect
+        async def revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+            parts = {tp.partition for tp in revoked if tp.topic in (s.events_topic, s.clock_topic)}
+            dropped = worker.index.drop_partitions(parts)
+            worker._set_state("rebalancing", f"{len(parts)} partition(s) revoked, {dropped} deadlines dropped")
+
+        @app.on_partitions_assigned.connect
+        async def assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+            parts = sorted({tp.partition for tp in assigned if tp.topic == s.events_topic})
+            worker._set_state("recovering", f"partitions {parts}")
+
+        @app.on_rebalance_complete.connect
+        async def rebalanced(app_: Any, **kwargs: Any) -> None:
+            # the table recovered (or had nothing to recover): the index is complete
+            if worker.state != "ready":
+                worker._rebuild_index()
+
+        self._agent = process
+        return app
+
+    def _rebuild_index(self) -> None:
+        """After recovery: index every matter this worker now owns."""
+        self.index.clear()
+        n = 0
+        parts = self.settings.partitions
+        for key, raw in self.matters.items():
+            if raw is None:
+                continue
+            state = self.processor_state(raw)
+            if state is None:
+                continue
+            self.index.set(state.matter_id, partition_for(key, parts), self.engine.next_due(state))
+            n += 1
+        self._set_state("ready", f"recovered {n} matters, {len(self.index)} with a pending deadline")
+
+    def processor_state(self, raw: bytes) -> Any:
+        from streams.processor import decode_state
+
+        try:
+            return decode_state(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable state skipped while indexing")
+            return None
+
+
+def run_worker(settings: WorkerSettings, config: Config, loglevel: str = "INFO") -> None:
+    """Create the topics (explicitly), then run the Faust worker until stopped."""
+    from waterwatch.admin import ensure_topics
+
+    ensure_topics(settings.bootstrap, settings.topic_specs())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    w = Worker(settings, config)
+    log.info("worker starting: %d partitions, time scale %s, config %s", settings.partitions,
+             config.policy.time_scale, config.directory)  # fmt: skip
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    faust.Worker(w.app, loglevel=loglevel, quiet=True).execute_from_commandline()
