@@ -122,8 +122,13 @@ class Processor:
             dl = dead(step.rejection.code, step.rejection.reason, event.type, event.subject)
             result.deadletter, result.error = dl.deadletter, dl.error
         if new_state is not None:
+            due = self.engine.next_due(new_state)
+            if due is not None and due <= now:  # due at once (a late notice): no need to wait for the timer
+                more = self.engine.advance(new_state, int(now), copy=False)
+                result.alerts += more.alerts
+                due = self.engine.next_due(new_state)
             result.state = encode_state(new_state)
-            result.next_due = self.engine.next_due(new_state)
+            result.next_due = due
         return result
 
     def on_check(self, key: bytes | None, stored: bytes | None, *, now: float) -> Result:

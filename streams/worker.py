@@ -201,6 +201,11 @@ class Worker:
                 worker.counters["checks_sent"] += 1
                 await clock.send(key=matter_id.encode(), value=encode_check(matter_id, due), partition=partition)
 
+        @app.task
+        async def started() -> None:
+            log.info("worker starting: %d partitions, time scale %s, topics %s.*", s.partitions,
+                     worker.config.policy.time_scale, s.topic_prefix)  # fmt: skip
+
         @matters.on_recover
         async def recovered() -> None:
             worker._rebuild_index()
@@ -222,12 +227,6 @@ class Worker:
         async def assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
             parts = sorted({tp.partition for tp in assigned if tp.topic == s.events_topic})
             worker._set_state("recovering", f"partitions {parts}")
-
-        @app.on_rebalance_complete.connect
-        async def rebalanced(app_: Any, **kwargs: Any) -> None:
-            # the table recovered (or had nothing to recover): the index is complete
-            if worker.state != "ready":
-                worker._rebuild_index()
 
         self._agent = process
         return app
@@ -264,7 +263,5 @@ def run_worker(settings: WorkerSettings, config: Config, loglevel: str = "INFO")
     ensure_topics(settings.bootstrap, settings.topic_specs())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     w = Worker(settings, config)
-    log.info("worker starting: %d partitions, time scale %s, config %s", settings.partitions,
-             config.policy.time_scale, config.directory)  # fmt: skip
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     faust.Worker(w.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -85,6 +85,7 @@ from waterwatch.core.calendar import BusinessCalendar
 from waterwatch.core.policy import Policy, Rule, format_duration
 from waterwatch.core.units import UnitsDirectory
 from waterwatch.events import (
+    INPUT_TYPES,
     CloudEvent,
     DamageReportedData,
     DeadlineSetData,
@@ -118,6 +119,8 @@ ALERT_TYPE: dict[str, str] = {
 
 # Template entry modes (see Engine._stage_at)
 _ABSOLUTE, _AT_DUE, _OFFSET, _AFTER_DUE = 0, 1, 2, 3
+
+_KIND_OF = {name: name.split(".", 1)[0] for name in INPUT_TYPES}
 
 MAX_PEAK_ALERTS = 9
 """R22 peak-hour alerts per outage at most (three days of three peaks)."""
@@ -458,8 +461,9 @@ class Engine:
     # ------------------------------------------------------------------ public
 
     def apply(
-        self, state: MatterState | None, event: CloudEvent, now: datetime | int, *, copy: bool = True
-    ) -> Step:
+        self, state: MatterState | None, event: CloudEvent, now: datetime | int, *, copy: bool = True,
+        t: int | None = None,
+    ) -> Step:  # fmt: skip
         """Apply one validated input event at wall time ``now``; never raises for input.
 
         With ``copy=False`` the given state object is updated in place (the
@@ -467,7 +471,8 @@ class Engine:
         ``Step.state`` is then that same object.
         """
         now_ts = now if isinstance(now, int) else _ts(now)
-        t = _ts(event.time)
+        if t is None:
+            t = _ts(event.time)
         if state is not None and event.id in state.seen:
             return Step(state, duplicate=True)
         pre: list[Alert] = []
@@ -491,7 +496,7 @@ class Engine:
                         "duplicate_matter",
                         f"{event.type}: matter {event.subject} already exists ({state.kind}, {state.status})",
                     )
-                kind = event.type.split(".", 1)[0]
+                kind = _KIND_OF.get(event.type)
                 if kind != state.kind:
                     raise _Reject(
                         "wrong_kind", f"{event.type} does not apply to matter {event.subject}, a {state.kind}"
@@ -510,8 +515,10 @@ class Engine:
                 # rejection leaves the state as the advance left it.
                 state.next_known = False
                 alerts = pre + self._handlers[event.type](state, event.data, t)
-            # what the event made due at once (a late notice, an overdue set in the past)
-            alerts += self._advance(state, t, now_ts, strict=False)
+            # What the event made due before its own time (an overdue set in the past).  Stages at
+            # exactly t fire after every event at t (an event at the deadline is on time): the
+            # runtime's next advance or the replay clock fires them.
+            alerts += self._advance(state, t, now_ts, strict=True)
         except _Reject as rej:
             return Step(state, alerts=pre, rejection=rej.rejection)
         if t > state.last_time:
@@ -954,7 +961,10 @@ class Engine:
         old = s.clocks.get("resolve")
         if old is not None and old.due is not None:
             rule = self.policy.rules[old.rule]
-            limit = old.limit or (rule.limit or 0)
+            # the rule's own limit again (an extension granted before does not carry over);
+            # for a limit set per matter (R15.7, R14.due) the one first set
+            first_due = old.original_due if old.original_due is not None else old.due
+            limit = rule.limit if rule.limit is not None else self._measure(old.counts, old.start, first_due)
             self._start_clock(s, "resolve", rule, t, limit=limit, counts=old.counts)
             s.attrs["reopened_at"] = _iso(t, self.tz)
         return []
