@@ -159,6 +159,10 @@ def write(directory: Path) -> list[Path]:
 def diff(directory: Path) -> list[str]:
     """Names of files in ``directory`` that differ from what the models generate."""
     files = generate()
-    bad = [n for n, t in files.items() if not (directory / n).exists() or (directory / n).read_text(encoding="utf-8") != t]
+    bad = [
+        n
+        for n, t in files.items()
+        if not (directory / n).exists() or (directory / n).read_text(encoding="utf-8") != t
+    ]
     bad += [p.name for p in directory.glob("*.json") if p.name not in files]
     return sorted(bad)
