@@ -329,20 +329,27 @@ def report(
 
 @app.command()
 def dev(
-    events: Annotated[Path | None, typer.Option(help="Events to publish (default: the bundled demo)")] = None,
+    events: Annotated[
+        Path | None, typer.Option(help="One-shot: publish this file, run the core on it through Kafka, exit")
+    ] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="Live demo: policy durations / N")] = 720.0,
+    seconds: Annotated[float | None, typer.Option("--for", help="Live demo: stop after this many seconds")] = None,
+    web_port: Annotated[int, typer.Option(help="Port of the worker's /healthz (127.0.0.1)")] = 6067,
     config: ConfigOpt = None,
 ) -> None:
-    """The embedded default: local Kafka, topics, publish events, run the SLA core, print alerts.
+    """The embedded default: local Kafka, the stream processor and console delivery, with a live demo.
 
-    Uses WATERWATCH_KAFKA if set, else starts the local broker (left running:
-    stop it with `waterwatch kafka down`). Alerts go to waterwatch.alerts and
-    to the console (console delivery: no provider credentials needed).
+    Starts the local broker (or uses WATERWATCH_KAFKA), runs the worker in this
+    process, publishes a demo scenario at time scale 720 (a policy hour is 5 s)
+    and prints every alert as it fires. Ctrl-C stops it (or --for SECONDS).
+    The broker keeps running afterwards: stop it with `waterwatch kafka down`.
     """
     from waterwatch import kafka_local
     from waterwatch.admin import BrokerUnavailable, TopicMismatch
-    from waterwatch.dev import DEMO_EVENTS, run_dev
 
-    cfg = _load(config)
+    if time_scale <= 0:
+        raise _fail("--time-scale must be > 0")
+    cfg = _load(config, time_scale=1.0 if events else time_scale)
     try:
         st = kafka_local.up()
     except kafka_local.KafkaLocalError as exc:
@@ -350,13 +357,23 @@ def dev(
     where = "external cluster" if st.external else f"local Kafka {kafka_local.KAFKA_VERSION}"
     out.print(f"[green]✓[/green] {where} at {st.bootstrap}")
     try:
-        summary = run_dev(cfg, st.bootstrap, events or DEMO_EVENTS, echo=lambda line: out.print(line, highlight=False))
+        if events is not None:
+            from waterwatch.dev import run_dev
+
+            summary = run_dev(cfg, st.bootstrap, events, echo=lambda line: out.print(line, highlight=False))
+            out.print(
+                f"[green]✓[/green] {summary.consumed} events read back from Kafka, {summary.alerts} alerts "
+                f"published to waterwatch.alerts ({summary.rejected_events} rejected) in {summary.seconds:.1f} s"
+            )
+        else:
+            from streams.dev import run_live
+
+            out.print("stream processor starting; alerts print below as they fire (Ctrl-C stops)")
+            run_live(cfg, st.bootstrap, time_scale=time_scale, seconds=seconds,
+                     data_dir=Path(".waterwatch") / "dev", web_port=web_port,
+                     echo=lambda line: out.print(line, highlight=False))  # fmt: skip
     except (BrokerUnavailable, TopicMismatch) as exc:
         raise _fail(str(exc)) from None
-    out.print(
-        f"[green]✓[/green] {summary.consumed} events read back from Kafka, {summary.alerts} alerts published "
-        f"to waterwatch.alerts ({summary.rejected_events} rejected) in {summary.seconds:.1f} s"
-    )
     if not st.external:
         out.print("The broker keeps running for you; stop it with: waterwatch kafka down")
 
