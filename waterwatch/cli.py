@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from notifiers.cli_templates import templates_app
 from waterwatch import __version__
 from waterwatch.cli_kafka import kafka_app
 from waterwatch.cli_publish import publish as publish_command
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafka (KRaft) for development.")
 app.command("publish")(publish_command)
+app.add_typer(templates_app, name="templates", help="Message templates: check them all before they are needed.")
 policy_app = typer.Typer(help="The policy: every rule as data (config/policy.yaml).", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 schemas_app = typer.Typer(help="JSON Schemas and the AsyncAPI document in schemas/.", no_args_is_help=True)

@@ -13,7 +13,7 @@ import re
 
 # A run of 7-15 digits (optionally +), or a landline like 0635-8888888; dates and
 # matter ids (groups of at most 4 digits) are left alone.
-_PHONE_IN_TEXT = re.compile(r"(?<![\w+])(\+?\d{7,15}|0\d{2,3}-\d{7,8})(?!\d)")
+_PHONE_IN_TEXT = re.compile(r"(?<![0-9A-Za-z+])(\+?\d{7,15}|0\d{2,3}-\d{7,8})(?!\d)")
 _EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 

@@ -1,0 +1,650 @@
+"""Message rendering: alert CloudEvents → SMS, e-mail and WeCom texts from ``templates/``.
+
+One template per (language, channel, kind, part); the layout and the variables
+a template sees are described in ``templates/README.md``.  In short::
+
+    templates/{language}/{channel}/{kind}.{part}.j2
+    kind     alert.warning | alert.overdue | alert.escalation | alert.reminder | alert.violation
+             | notice.pre_outage | notice.delay_update | notice.restoration | notice.correction
+             | notice.emergency_outage
+    sms      {kind}.txt.j2                                  plain text
+    email    {kind}.subject.txt.j2, {kind}.html.j2, {kind}.txt.j2
+    wecom    {kind}.md.j2                                   WeCom group-robot markdown
+
+Safety, in the order a reviewer should check it:
+
+* **Sandbox.**  Templates run in :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`
+  (a ``SandboxedEnvironment`` that also forbids changing the data): no access to
+  ``__class__``, ``__globals__`` and the like, no mutation of the alert.
+* **StrictUndefined.**  A name a template uses but the view does not define is an
+  error, never a silent blank.  Every variable of the view is always present
+  (``None`` when the alert lacks it), so real alerts with few fields render and a
+  typo fails ``waterwatch templates check``.
+* **Escaping.**  HTML autoescape is on for ``*.html.j2`` only.  Shared macro files
+  (``_*.j2``) imported from an HTML template are compiled a second time *in HTML
+  mode* (the environment rewrites the import name, see :class:`_Environment`), so a
+  value a shared macro prints is escaped in e-mail HTML and left alone in SMS.
+  WeCom markdown has no escaping of its own: templates pass values through ``|md``.
+* **Personal data.**  Free text that came from outside (summary, location, cause,
+  reasons, area description) is passed through :func:`waterwatch.masking.mask_text`
+  before any template sees it (:func:`mask_free_text`: also a number right after a
+  Chinese character), so a phone number or e-mail address inside it is masked on
+  every channel.  Resident notices (停水通知) see only the outage itself:
+  the area's description and names (never account lists), times, cause, hotline.
+
+Times are shown in the policy's time zone (Asia/Shanghai) as people read them
+(``11月29日 09:00`` / ``29 Nov 09:00``); durations as ``12小时`` / ``12 hours``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from waterwatch.codes import NoticeKind
+from waterwatch.masking import mask_phone, mask_text
+
+LANGUAGES = ("zh", "en")
+CHANNELS = ("sms", "email", "wecom")
+ALERT_KINDS = ("alert.warning", "alert.overdue", "alert.escalation", "alert.reminder", "alert.violation")
+NOTICE_KINDS = tuple(f"notice.{k.value}" for k in NoticeKind)
+KINDS = ALERT_KINDS + NOTICE_KINDS
+
+PARTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "sms": (("text", "txt"),),
+    "email": (("subject", "subject.txt"), ("html", "html"), ("text", "txt")),
+    "wecom": (("markdown", "md"),),
+}
+"""Per channel: (field of :class:`Rendered`, file-name part) of each template it needs."""
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def templates_dir(explicit: Path | str | None = None) -> Path:
+    """``explicit``, else ``$WATERWATCH_TEMPLATES``, else the project's ``templates/`` (or ``./templates``).
+
+    An installed wheel carries no ``templates/`` (the Docker image copies it to
+    ``/app/templates``, its working directory), hence the fallback to the
+    working directory.
+    """
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("WATERWATCH_TEMPLATES")
+    if env:
+        return Path(env)
+    return REPO_TEMPLATES if REPO_TEMPLATES.is_dir() else Path("templates")
+
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_HOTLINE = "12345"
+"""Fallback hotline when neither the alert's context nor ``templates/settings.yaml`` gives one."""
+
+HTML_MODE = "+html"
+"""Suffix of a shared template's name when it is compiled in HTML (autoescape) mode."""
+
+_LINE_JOIN = {"zh": "", "en": " "}
+"""How the lines of a one-paragraph part (SMS, e-mail subject) are joined, per language."""
+
+FREE_TEXT = ("summary", "location", "cause", "reason", "note", "basis")
+"""Context fields that carry free text from outside: masked before any template sees them."""
+
+
+class TemplateError(Exception):
+    """A template is missing or cannot render: names the template and the reason."""
+
+    def __init__(self, template: str, reason: str) -> None:
+        super().__init__(f"{template}: {reason}")
+        self.template = template
+        self.reason = reason
+
+
+class MissingTemplate(TemplateError):
+    """No template for a (language, channel, kind): there is no fallback to another language."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A rendered message. ``subject``/``html`` are e-mail only, ``markdown`` WeCom only."""
+
+    kind: str
+    channel: str
+    language: str
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    markdown: str | None = None
+    templates: tuple[str, ...] = field(default=())
+
+    @property
+    def body(self) -> str:
+        """The main body: the markdown for WeCom, else the plain text."""
+        return (self.markdown if self.channel == "wecom" else self.text) or ""
+
+
+# --------------------------------------------------------------------------- names
+
+
+def kind_of(event: Mapping[str, Any]) -> str:
+    """Template kind of an alert CloudEvent: its type, or ``notice.<kind>`` for ``notice.due``."""
+    etype = str(event.get("type", ""))
+    if etype == "notice.due":
+        notice = (event.get("data") or {}).get("notice")
+        kind = f"notice.{notice}"
+        if kind not in NOTICE_KINDS:
+            raise ValueError(f"notice.due with unknown notice kind {notice!r}")
+        return kind
+    if etype not in ALERT_KINDS:
+        raise ValueError(f"not an alert type: {etype!r}")
+    return etype
+
+
+def audience(kind: str) -> str:
+    """``residents`` for resident notices (停水通知), ``staff`` for unit alerts."""
+    return "residents" if kind.startswith("notice.") else "staff"
+
+
+def template_names(language: str, channel: str, kind: str) -> list[tuple[str, str]]:
+    """(Rendered field, template name) for every part of one message."""
+    if channel not in PARTS:
+        raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
+    return [(fld, f"{language}/{channel}/{kind}.{ext}.j2") for fld, ext in PARTS[channel]]
+
+
+def is_html(name: str | None) -> bool:
+    return name is not None and (name.endswith(".html.j2") or name.endswith(HTML_MODE))
+
+
+# ------------------------------------------------------------------ the environment
+
+
+class _Loader(FileSystemLoader):
+    """Serves ``x.j2+html`` from the file ``x.j2`` (the same source, compiled in HTML mode)."""
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template.endswith(HTML_MODE):
+            template = template[: -len(HTML_MODE)]
+        return super().get_source(environment, template)
+
+    def list_templates(self) -> list[str]:
+        return [t for t in super().list_templates() if t.endswith(".j2")]
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Sandboxed, StrictUndefined; imports from an HTML template load shared files in HTML mode."""
+
+    timezone: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE)  # the filters show times here (not visible to templates)
+
+    def join_path(self, template: str, parent: str) -> str:
+        if is_html(parent) and not is_html(template):
+            return template + HTML_MODE
+        return template
+
+
+def make_environment(template_dir: Path, timezone: str = DEFAULT_TIMEZONE) -> _Environment:
+    """The sandboxed environment for one template directory; times are shown in ``timezone``."""
+    env = _Environment(
+        loader=_Loader(str(template_dir), encoding="utf-8"),
+        undefined=StrictUndefined,
+        autoescape=is_html,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
+    env.filters.update(
+        local=_local,
+        span=_span,
+        duration=_duration,
+        mask=_mask,
+        clip=_clip,
+        md=md_escape,
+        article=_article,
+        oneline=_oneline,
+    )
+    env.timezone = ZoneInfo(timezone)
+    return env
+
+
+# ------------------------------------------------------------------------ filters
+
+_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _to_dt(value: Any, tz: ZoneInfo) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, int | float):
+        dt = datetime.fromtimestamp(value, tz)
+    else:
+        dt = datetime.fromisoformat(str(value))
+    if dt.tzinfo is None:
+        raise ValueError(f"time without offset: {value!r}")
+    return dt.astimezone(tz)
+
+
+def _ctx_tz(ctx: Context) -> ZoneInfo:
+    tz = getattr(ctx.environment, "timezone", None)
+    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def _ctx_lang(ctx: Context) -> str:
+    lang = ctx.get("lang")
+    return lang if isinstance(lang, str) else "zh"
+
+
+def format_local(value: Any, lang: str, tz: ZoneInfo, style: str = "datetime", ref_year: int | None = None) -> str:
+    """A time for people: ``11月29日 09:00`` / ``29 Nov 09:00``; the year only when it differs from ``ref_year``."""
+    dt = _to_dt(value, tz)
+    if dt is None:
+        return ""
+    hm = f"{dt.hour:02d}:{dt.minute:02d}"
+    if style == "time":
+        return hm
+    year = ref_year is not None and dt.year != ref_year
+    if lang == "zh":
+        day = f"{dt.year}年{dt.month}月{dt.day}日" if year else f"{dt.month}月{dt.day}日"
+    else:
+        day = f"{dt.day} {_MONTHS_EN[dt.month - 1]}" + (f" {dt.year}" if year else "")
+    return day if style == "date" else f"{day} {hm}"
+
+
+def _ref_year(ctx: Context) -> int | None:
+    ref = ctx.get("fired_at")
+    try:
+        dt = _to_dt(ref, _ctx_tz(ctx))
+    except (TypeError, ValueError):
+        return None
+    return dt.year if dt else None
+
+
+@pass_context
+def _local(ctx: Context, value: Any, style: str = "datetime") -> str:
+    return format_local(value, _ctx_lang(ctx), _ctx_tz(ctx), style, _ref_year(ctx))
+
+
+@pass_context
+def _span(ctx: Context, start: Any, end: Any) -> str:
+    """``12月1日 09:00至16:00`` (same day) or ``12月1日 22:00至12月2日 06:00``; ``… to …`` in English."""
+    lang, tz, ref = _ctx_lang(ctx), _ctx_tz(ctx), _ref_year(ctx)
+    s, e = _to_dt(start, tz), _to_dt(end, tz)
+    word = "至" if lang == "zh" else " to "
+    if s is None:
+        return format_local(e, lang, tz, "datetime", ref)
+    if e is None:
+        return format_local(s, lang, tz, "datetime", ref)
+    tail = format_local(e, lang, tz, "time" if s.date() == e.date() else "datetime", ref)
+    return f"{format_local(s, lang, tz, 'datetime', ref)}{word}{tail}"
+
+
+_DURATION_TOKEN = re.compile(r"(\d+)\s*([dhms])")
+
+
+def parse_compact_duration(value: Any) -> int | None:
+    """``12h``, ``6h 50m``, ``1d 2h`` (the engine's ``format_duration``) or seconds → seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return round(value)
+    tokens = _DURATION_TOKEN.findall(str(value))
+    if not tokens or _DURATION_TOKEN.sub("", str(value)).strip():
+        raise ValueError(f"not a duration: {value!r}")
+    size = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(int(n) * size[u] for n, u in tokens)
+
+
+def format_duration_for(seconds: Any, lang: str) -> str:
+    """Seconds → ``12小时``, ``6小时50分钟``, ``5天3小时`` / ``12 hours``, ``6 hours 50 minutes``.
+
+    Like the measures (and the policy's ``format_duration``): hours up to 4 days,
+    days beyond.  At most two units; rounded to the minute from one hour on, to
+    the hour from ten hours on (``95小时59分钟`` reads as ``96小时``).
+    """
+    s = parse_compact_duration(seconds)
+    if s is None:
+        return ""
+    s = abs(s)
+    if s >= 10 * 3600:
+        s = round(s / 3600) * 3600
+    elif s >= 3600:
+        s = round(s / 60) * 60
+    units: list[tuple[str, int]] = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
+    if s < 4 * 86400:
+        units = units[1:]
+    parts: list[tuple[int, str]] = []
+    for unit, size in units:
+        if s >= size:
+            parts.append((s // size, unit))
+            s %= size
+        if len(parts) == 2 or (parts and unit == "m"):
+            break
+    if not parts:
+        parts = [(0, "m")]
+    zh = {"d": "天", "h": "小时", "m": "分钟", "s": "秒"}
+    en = {"d": "day", "h": "hour", "m": "minute", "s": "second"}
+    if lang == "zh":
+        return "".join(f"{n}{zh[u]}" for n, u in parts)
+    return " ".join(f"{n} {en[u]}{'' if n == 1 else 's'}" for n, u in parts)
+
+
+@pass_context
+def _duration(ctx: Context, value: Any) -> str:
+    return format_duration_for(value, _ctx_lang(ctx))
+
+
+_PHONE_IN_CJK_TEXT = re.compile(r"(?<![0-9A-Za-z+])(\+?\d{7,15}|0\d{2,3}-\d{7,8})(?!\d)")
+"""A phone number inside Chinese text: ``电话13912345678`` has a word character before the digits, which
+:func:`waterwatch.masking.mask_text` (``(?<![\\w+])``, Unicode-aware) does not mask."""
+
+
+def mask_free_text(value: Any) -> str:
+    """Mask phone numbers and e-mail addresses in free text, also when they follow a Chinese character."""
+    if value is None:
+        return ""
+    return mask_text(_PHONE_IN_CJK_TEXT.sub(lambda m: mask_phone(m.group(1)), str(value)))
+
+
+def _mask(value: Any) -> str:
+    return mask_free_text(value)
+
+
+@pass_context
+def _clip(ctx: Context, value: Any, limit: int) -> str:
+    """At most ``limit`` UTF-16 units (what UCS-2 SMS bills), ending in ``…`` (``...`` in English) when cut."""
+    text = "" if value is None else str(value)
+    units = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    if sum(units) <= limit:
+        return text
+    ellipsis = "…" if _ctx_lang(ctx) == "zh" else "..."
+    budget, out = limit - len(ellipsis), []
+    for c, w in zip(text, units, strict=True):
+        if budget - w < 0:
+            break
+        budget -= w
+        out.append(c)
+    return "".join(out).rstrip() + ellipsis
+
+
+_MD_SPECIAL = str.maketrans({
+    "[": "［", "]": "］", "<": "＜", ">": "＞", "`": "｀", "*": "＊", "#": "＃", "|": "｜",
+    "\r": " ", "\n": " ", "\t": " ",
+})  # fmt: skip
+
+
+def md_escape(value: Any) -> str:
+    """Neutralise WeCom markdown in a value: no links, mentions, bold, headings, quotes or new lines."""
+    if value is None:
+        return ""
+    return re.sub(r" {2,}", " ", str(value).translate(_MD_SPECIAL))
+
+
+_ARTICLE = re.compile(r"^\s*(\d+)\s*(?:\((\d+)\))?\s*$")
+
+
+@pass_context
+def _article(ctx: Context, value: Any) -> str:
+    """``15(2)`` → ``第15条第2项`` / ``Art. 15(2)``; ``19(1), 20`` → ``第19条第1项、第20条``."""
+    if not value:
+        return ""
+    lang = _ctx_lang(ctx)
+    pieces = [p.strip() for p in str(value).split(",") if p.strip()]
+    if lang != "zh":
+        return ("Art. " if len(pieces) == 1 else "Arts. ") + ", ".join(pieces)
+    out = []
+    for p in pieces:
+        m = _ARTICLE.match(p)
+        if not m:
+            out.append(f"第{p}条")
+        else:
+            out.append(f"第{m.group(1)}条" + (f"第{m.group(2)}项" if m.group(2) else ""))
+    return "、".join(out)
+
+
+def _oneline(value: Any) -> str:
+    return " ".join(str(value or "").split())
+
+
+# ------------------------------------------------------------------------ the view
+
+
+def _settings(template_dir: Path) -> dict[str, Any]:
+    path = template_dir / "settings.yaml"
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise TemplateError(str(path), "must be a mapping (hotline, sender)")
+    return data
+
+
+def _names(units: Any, lang: str) -> dict[str, str]:
+    """Unit id → display name in ``lang`` (Chinese name, or ``name_en``)."""
+    if units is None:
+        return {}
+    out: dict[str, str] = {}
+    for uid in units:
+        u = units[uid]
+        if isinstance(u, Mapping):
+            name = u.get("name_en" if lang == "en" else "name") or u.get("name") or uid
+        else:
+            name = (u.name_en if lang == "en" else u.name) or uid
+        out[str(uid)] = str(name)
+    return out
+
+
+def _area(raw: Any) -> dict[str, Any] | None:
+    """An outage area for the templates: names and description, the *number* of accounts only."""
+    if not isinstance(raw, Mapping):
+        return None
+    desc = raw.get("description")
+    return {
+        "description": mask_free_text(desc) if desc else None,
+        "districts": [str(x) for x in raw.get("districts") or []],
+        "compounds": [str(x) for x in raw.get("compounds") or []],
+        "zones": [str(x) for x in raw.get("zones") or []],
+        "accounts": len(raw.get("accounts") or []),
+    }
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    if key == "hotline":
+        return value
+    if key == "area":
+        return _area(value)
+    if key == "accounts":
+        return len(value) if isinstance(value, list) else None
+    if isinstance(value, str):
+        return mask_free_text(value)
+    if isinstance(value, Mapping):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _seconds(iso: Any) -> float | None:
+    if not iso:
+        return None
+    return datetime.fromisoformat(str(iso)).timestamp()
+
+
+VIEW_CONTEXT_FIELDS = (
+    "summary", "location", "category", "hotline_tier", "urgency", "cause", "reason", "starts_at",
+    "expected_end_at", "previous_expected_end_at", "restored_at", "outage_kind", "pressure_limited",
+    "emergency", "cancelled", "supersedes", "public_channels", "pipe_diameter_mm", "in_meter_well",
+    "returned_by", "returns", "extensions_granted", "delays", "dispatched_at", "cites", "assist",
+    "counts", "original_due_at", "reopened_at", "diameter_unknown",
+)  # fmt: skip
+"""Context fields a template can use by name (``None`` when the alert lacks them)."""
+
+
+class Renderer:
+    """Renders alert CloudEvents (``Alert.to_event()``) with the templates of ``template_dir``.
+
+    ``template_dir`` defaults to :func:`templates_dir` (``$WATERWATCH_TEMPLATES`` or
+    the project's ``templates/``).
+    ``units`` (a :class:`~waterwatch.core.units.UnitsDirectory` or a mapping of
+    unit id → ``{name, name_en}``) gives unit names; ``policy`` gives rule
+    articles.  Without them, ids are shown.
+    """
+
+    def __init__(
+        self,
+        template_dir: Path | str | None = None,
+        language: str = "zh",
+        *,
+        units: Any = None,
+        policy: Any = None,
+        timezone: str | None = None,
+        hotline: str | None = None,
+    ) -> None:
+        if language not in LANGUAGES:
+            raise ValueError(f"unknown language {language!r} (one of {', '.join(LANGUAGES)})")
+        self.template_dir = templates_dir(template_dir)
+        if not self.template_dir.is_dir():
+            raise TemplateError(str(self.template_dir), "no such template directory")
+        self.language = language
+        self.units = units
+        self.policy = policy
+        self.settings = _settings(self.template_dir)
+        tz = timezone or getattr(policy, "timezone", None) or DEFAULT_TIMEZONE
+        self.tz = ZoneInfo(tz)
+        self.hotline = (
+            hotline or os.environ.get("WATERWATCH_HOTLINE") or str(self.settings.get("hotline") or DEFAULT_HOTLINE)
+        )
+        self.env = make_environment(self.template_dir, tz)
+        self._names = {lang: _names(units, lang) for lang in LANGUAGES}
+
+    @classmethod
+    def from_config(
+        cls, template_dir: Path | str | None = None, config_dir: Path | None = None, language: str = "zh"
+    ) -> Renderer:
+        """A renderer with the unit names and rule articles of a configuration directory."""
+        from waterwatch.core.config import load_config
+
+        cfg = load_config(config_dir)
+        return cls(template_dir, language, units=cfg.units, policy=cfg.policy)
+
+    # -------------------------------------------------------------- public
+
+    def render(self, alert_event: Mapping[str, Any], channel: str, language: str | None = None) -> Rendered:
+        """Render one alert CloudEvent for ``channel`` in ``language`` (default: the renderer's)."""
+        lang = language or self.language
+        if lang not in LANGUAGES:
+            raise ValueError(f"unknown language {lang!r} (one of {', '.join(LANGUAGES)})")
+        kind = kind_of(alert_event)
+        view = self.view(alert_event, lang)
+        parts: dict[str, str] = {}
+        names: list[str] = []
+        for fld, name in template_names(lang, channel, kind):
+            try:
+                template = self.env.get_template(name)
+            except TemplateNotFound as exc:
+                missing = exc.name if isinstance(exc.name, str) else name
+                raise MissingTemplate(name, f"template not found ({missing})") from None
+            parts[fld] = _tidy(channel, fld, template.render(view), lang)
+            names.append(name)
+        return Rendered(kind=kind, channel=channel, language=lang, templates=tuple(names), **parts)
+
+    def view(self, alert_event: Mapping[str, Any], language: str | None = None) -> dict[str, Any]:
+        """The variables a template sees for this alert (see templates/README.md)."""
+        lang = language or self.language
+        data: Mapping[str, Any] = alert_event.get("data") or {}
+        ctx: Mapping[str, Any] = data.get("context") or {}
+        kind = kind_of(alert_event)
+        rule_id = data.get("rule")
+        rule = self.policy.rules.get(rule_id) if self.policy is not None and rule_id else None
+        names = self._names[lang]
+        unit = data.get("unit")
+        fired = _seconds(data.get("fired_at"))
+        due = _seconds(data.get("due_at"))
+        late_by = data.get("late_by")
+        sent = None if fired is None else fired + (late_by or 0)
+        previous = ctx.get("previous")
+        view: dict[str, Any] = {
+            "lang": lang,
+            "kind": kind,
+            "type": alert_event.get("type"),
+            "audience": audience(kind),
+            "alert_id": data.get("alert_id") or alert_event.get("id"),
+            "matter_id": data.get("matter_id") or alert_event.get("subject"),
+            "matter_kind": data.get("matter_kind"),
+            "rule": rule_id,
+            "rule_article": getattr(rule, "article", None),
+            "rule_what": getattr(rule, "what", None),
+            "clock": data.get("clock"),
+            "level": data.get("level"),
+            "stage": data.get("stage"),
+            "notice": data.get("notice"),
+            "due_at": data.get("due_at"),
+            "fired_at": data.get("fired_at"),
+            "sent_at": None if sent is None else datetime.fromtimestamp(sent, self.tz).isoformat(),
+            "late_by": late_by,
+            "overdue_by": (sent - due) if sent is not None and due is not None and sent > due else None,
+            "remaining": (due - sent) if sent is not None and due is not None and due > sent else None,
+            "limit": parse_compact_duration(ctx.get("limit")),
+            "lead": getattr(rule, "lead", None),
+            "report_before": getattr(rule, "report_before", None),
+            "starts_in": None,
+            "clock_started_at": ctx.get("started_at"),
+            "unit": unit,
+            "unit_name": names.get(unit, unit) if unit else None,
+            "names": names,
+            "notify": list(data.get("notify") or []),
+            "message": data.get("message"),
+            "hotline": str(ctx.get("hotline") or self.hotline),
+            "sender": self._sender(lang),
+            "ticket_channel": ctx.get("channel"),
+            "area": _area(ctx.get("area")),
+            "previous": None,
+            "context": _masked(dict(ctx)),
+        }
+        for key in VIEW_CONTEXT_FIELDS:
+            value = ctx.get(key)
+            view[key] = mask_free_text(value) if key in FREE_TEXT and isinstance(value, str) else value
+        starts = _seconds(view["starts_at"])
+        if starts is not None and sent is not None and starts > sent:
+            view["starts_in"] = starts - sent
+        if isinstance(previous, Mapping):
+            view["previous"] = {
+                "starts_at": previous.get("starts_at"),
+                "expected_end_at": previous.get("expected_end_at"),
+                "area": _area(previous.get("area")),
+            }
+        return view
+
+    def _sender(self, lang: str) -> str:
+        sender = self.settings.get("sender")
+        if isinstance(sender, Mapping) and sender.get(lang):
+            return str(sender[lang])
+        return "聊城水务集团" if lang == "zh" else "Liaocheng Water Group"
+
+
+def _tidy(channel: str, field_name: str, out: str, lang: str) -> str:
+    """Whitespace: SMS and subjects are one paragraph (see :func:`tidy_sms`); blocks are tidied otherwise."""
+    if channel == "sms" or field_name == "subject":
+        return tidy_sms(out, lang)
+    if field_name == "html":
+        return out.strip() + "\n"
+    lines = [ln.rstrip() for ln in out.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def tidy_sms(out: str, lang: str) -> str:
+    """An SMS is one paragraph: lines trimmed and joined (no separator in Chinese, a space in English)."""
+    joined = _LINE_JOIN.get(lang, " ").join(ln.strip() for ln in out.splitlines() if ln.strip())
+    return re.sub(r" {2,}", " ", joined).strip()
