@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from waterwatch.core.engine import Alert, Engine, MatterState
+from waterwatch.core.engine import Alert, Engine, MatterState, Outcome
 from waterwatch.events import MAX_EVENT_BYTES, EventError, parse_event
 
 
@@ -31,6 +31,8 @@ class Result:
     duplicate: bool = False
     next_due: int | None = None
     matter_id: str | None = None
+    new_state: MatterState | None = None  # the state written (for metrics; do not mutate)
+    decided: list[Outcome] = field(default_factory=list)  # deadlines this record decided (met/missed)
 
 
 def encode_state(state: MatterState) -> bytes:
@@ -112,6 +114,7 @@ class Processor:
         except (ValueError, KeyError, TypeError) as exc:  # a corrupt stored state: never crash
             return dead("state_corrupt", f"stored state of {event.subject} unreadable: {exc}", event.type,
                         event.subject)  # fmt: skip
+        outcomes_before = state.outcomes_total if state is not None else 0
         step = self.engine.apply(state, event, int(now), copy=False)
         if step.duplicate:
             return Result(duplicate=True, matter_id=event.subject, alerts=[],
@@ -129,6 +132,8 @@ class Processor:
                 due = self.engine.next_due(new_state)
             result.state = encode_state(new_state)
             result.next_due = due
+            result.new_state = new_state
+            result.decided = _decided(new_state, outcomes_before)
         return result
 
     def on_check(self, key: bytes | None, stored: bytes | None, *, now: float) -> Result:
@@ -140,10 +145,18 @@ class Processor:
         except (ValueError, KeyError, TypeError):
             return Result()
         assert state is not None
+        outcomes_before = state.outcomes_total
         due = self.engine.next_due(state)
         if due is None or due > now:  # stale or early check: nothing to do (principle 2)
             return Result(next_due=due, matter_id=state.matter_id)
         step = self.engine.advance(state, int(now), copy=False)
         assert step.state is not None
         return Result(state=encode_state(step.state), alerts=step.alerts,
-                      next_due=self.engine.next_due(step.state), matter_id=state.matter_id)  # fmt: skip
+                      next_due=self.engine.next_due(step.state), matter_id=state.matter_id,
+                      new_state=step.state, decided=_decided(step.state, outcomes_before))  # fmt: skip
+
+
+def _decided(state: MatterState, total_before: int) -> list[Outcome]:
+    """The outcomes this record appended (the list is trimmed at the front; the total is not)."""
+    added = min(state.outcomes_total - total_before, len(state.outcomes))
+    return list(state.outcomes[len(state.outcomes) - added :]) if added > 0 else []

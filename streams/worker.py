@@ -30,7 +30,9 @@ from kafka.partitioner.default import murmur2
 
 from streams.deadlines import DeadlineIndex
 from streams.processor import Processor, encode_alert, encode_check
+from waterwatch import __version__
 from waterwatch.core.config import Config
+from waterwatch.metrics import WorkerMetrics
 from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
 
 log = logging.getLogger("waterwatch.worker")
@@ -51,6 +53,8 @@ class WorkerSettings:
     rocksdb_write_buffer_mb: int = 4
     rocksdb_write_buffers: int = 2
     topic_prefix: str = "waterwatch"  # topics are {prefix}.events, .clock, .alerts, .deadletter
+    metrics_port: int = field(default_factory=lambda: int(os.environ.get("WATERWATCH_METRICS_PORT", "9464")))
+    metrics_addr: str = field(default_factory=lambda: os.environ.get("WATERWATCH_METRICS_ADDR", "127.0.0.1"))
     now: Callable[[], float] = time.time
 
     @property
@@ -106,6 +110,10 @@ class Worker:
             "events": 0, "duplicates": 0, "deadletters": 0, "alerts": 0, "checks": 0, "checks_sent": 0,
         }  # fmt: skip
         self.fire_lag: list[float] = []  # seconds between a stage's instant and its alert leaving
+        self.metrics = WorkerMetrics.from_config(config)
+        self.metrics.build_info(__version__)
+        self.metrics.watch_calendar(config.calendar)
+        self._last_offset: dict[int, int] = {}  # events partition -> last offset processed
         self.app = self._build()
 
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -167,12 +175,16 @@ class Worker:
                 key: bytes | None = event.key
                 now = s.now()
                 stored = matters.get(key) if key is not None else None
+                metrics = worker.metrics
                 if msg.topic == events_topic:
                     worker.counters["events"] += 1
+                    metrics.event("event")
+                    worker._last_offset[msg.partition] = msg.offset
                     result = worker.processor.on_event(key, event.value, topic=msg.topic, partition=msg.partition,
                                                        offset=msg.offset, stored=stored, now=now)  # fmt: skip
                 else:
                     worker.counters["checks"] += 1
+                    metrics.event("check")
                     result = worker.processor.on_check(key, stored, now=now)
                 if result.alerts:
                     for alert in result.alerts:
@@ -180,16 +192,27 @@ class Worker:
                     await app.producer.flush()  # alerts are out before the state says they fired
                     sent = s.now()
                     worker.counters["alerts"] += len(result.alerts)
-                    worker.fire_lag.extend(max(0.0, sent - a.fired_at) for a in result.alerts)
-                    if len(worker.fire_lag) > 100_000:
-                        del worker.fire_lag[:50_000]
+                    metrics.alerts(result.alerts)
+                    if msg.topic != events_topic:  # fired by the timer: how late after its threshold
+                        for a in result.alerts:
+                            lag = max(0.0, sent - a.fired_at)
+                            metrics.fire_lag(lag)
+                            worker.fire_lag.append(lag)
+                        if len(worker.fire_lag) > 100_000:
+                            del worker.fire_lag[:50_000]
                 if result.deadletter is not None:
                     worker.counters["deadletters"] += 1
+                    metrics.rejected(result.error)
                     await deadletter.send(key=key, value=result.deadletter)
                 if result.duplicate:
                     worker.counters["duplicates"] += 1
+                    metrics.duplicate()
                 if result.state is not None and key is not None:
                     matters[key] = result.state
+                if result.decided:
+                    metrics.deadlines_decided(result.decided)
+                if result.new_state is not None:
+                    metrics.track(result.new_state, now, partition=msg.partition)
                 if result.matter_id is not None:
                     worker.index.set(result.matter_id, msg.partition, result.next_due)
 
@@ -200,6 +223,10 @@ class Worker:
             for matter_id, partition, due in worker.index.pop_due(s.now()):
                 worker.counters["checks_sent"] += 1
                 await clock.send(key=matter_id.encode(), value=encode_check(matter_id, due), partition=partition)
+
+        @app.timer(interval=5.0, on_leader=False)
+        async def lag() -> None:
+            worker._report_consumer_lag()
 
         @app.task
         async def started() -> None:
@@ -221,6 +248,9 @@ class Worker:
         async def revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
             parts = {tp.partition for tp in revoked if tp.topic in (s.events_topic, s.clock_topic)}
             dropped = worker.index.drop_partitions(parts)
+            worker.metrics.drop_partitions(parts)
+            for p_ in parts:
+                worker._last_offset.pop(p_, None)
             worker._set_state("rebalancing", f"{len(parts)} partition(s) revoked, {dropped} deadlines dropped")
 
         @app.on_partitions_assigned.connect
@@ -231,18 +261,42 @@ class Worker:
         self._agent = process
         return app
 
+    def _report_consumer_lag(self) -> None:
+        """Messages not yet processed on the events topic (high watermark − 1 − last offset processed)."""
+        consumer = getattr(self.app, "consumer", None)
+        if consumer is None:
+            return
+        total = 0
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # not assigned yet
+            return
+        for tp in assignment:
+            if tp.topic != self.settings.events_topic:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            last = self._last_offset.get(tp.partition, -1)
+            total += max(0, high - 1 - last)
+        self.metrics.consumer_lag_messages(self.settings.events_topic, total)
+
     def _rebuild_index(self) -> None:
-        """After recovery: index every matter this worker now owns."""
+        """After recovery: index every matter this worker now owns (and count the open ones)."""
         self.index.clear()
+        self.metrics.reset_open()
         n = 0
         parts = self.settings.partitions
+        now = self.settings.now()
         for key, raw in self.matters.items():
             if raw is None:
                 continue
             state = self.processor_state(raw)
             if state is None:
                 continue
-            self.index.set(state.matter_id, partition_for(key, parts), self.engine.next_due(state))
+            partition = partition_for(key, parts)
+            self.index.set(state.matter_id, partition, self.engine.next_due(state))
+            self.metrics.track(state, now, partition=partition)
             n += 1
         self._set_state("ready", f"recovered {n} matters, {len(self.index)} with a pending deadline")
 
@@ -263,5 +317,12 @@ def run_worker(settings: WorkerSettings, config: Config, loglevel: str = "INFO")
     ensure_topics(settings.bootstrap, settings.topic_specs())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     w = Worker(settings, config)
+    if settings.metrics_port:
+        try:
+            w.metrics.serve(settings.metrics_port, settings.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
+        except OSError as exc:
+            log.warning("metrics page not served: %s:%d: %s (set --metrics-port)", settings.metrics_addr,
+                        settings.metrics_port, exc.strerror)  # fmt: skip
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     faust.Worker(w.app, loglevel=loglevel, quiet=True).execute_from_commandline()

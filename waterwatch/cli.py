@@ -390,6 +390,9 @@ def worker(
     topic_prefix: Annotated[str, typer.Option(help="Topics are PREFIX.events, .clock, .alerts, .deadletter")] = (
         "waterwatch"
     ),
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port (env WATERWATCH_METRICS_PORT, default 9464; 0: off)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the stream processor: events in, alerts out, deadlines fired on time (Ctrl-C stops it)."""
@@ -403,6 +406,8 @@ def worker(
     settings = WorkerSettings(bootstrap=kafka_local.bootstrap_servers(), partitions=partitions,
                               app_id=app_id, data_dir=data_dir, web_port=web_port,
                               topic_prefix=topic_prefix)  # fmt: skip
+    if metrics_port is not None:
+        settings.metrics_port = metrics_port
     try:
         run_worker(settings, cfg)
     except (BrokerUnavailable, TopicMismatch) as exc:

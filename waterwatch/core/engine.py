@@ -224,6 +224,7 @@ class MatterState:
     seen: list[str] = field(default_factory=list)
     history: list[tuple[int, str]] = field(default_factory=list)  # (time, event type)
     outcomes: list[Outcome] = field(default_factory=list)
+    outcomes_total: int = 0  # outcomes ever recorded (the list keeps the last OUTCOMES_KEPT)
     # Derived, not serialized: the earliest due stage, valid while next_known is True.
     next_at: int | None = field(default=None, repr=False, compare=False)
     next_known: bool = field(default=False, repr=False, compare=False)
@@ -236,6 +237,7 @@ class MatterState:
             "attrs": self.attrs, "seen": self.seen,
             "history": [list(h) for h in self.history],
             "outcomes": [o.to_list() for o in self.outcomes],
+            "outcomes_total": self.outcomes_total,
         }  # fmt: skip
 
     @classmethod
@@ -247,6 +249,7 @@ class MatterState:
             attrs=d.get("attrs", {}), seen=list(d.get("seen", [])),
             history=[(int(t), str(e)) for t, e in d.get("history", [])],
             outcomes=[Outcome(*o) for o in d.get("outcomes", [])],
+            outcomes_total=int(d.get("outcomes_total", len(d.get("outcomes", [])))),
         )  # fmt: skip
 
     def copy(self) -> MatterState:
@@ -254,12 +257,15 @@ class MatterState:
         return MatterState(
             self.matter_id, self.kind, self.status, self.created, self.last_time, self.unit,
             {k: c.copy() for k, c in self.clocks.items()}, dict(self.attrs), list(self.seen),
-            list(self.history), list(self.outcomes), self.next_at, self.next_known,
+            list(self.history), list(self.outcomes), self.outcomes_total, self.next_at, self.next_known,
         )  # fmt: skip
 
     @property
     def open(self) -> bool:
-        return self.status not in ("closed", "resolved", "restored", "cancelled", "done")
+        """Does work remain (a leak until repaired, a damage report until the inspector is on site)?"""
+        if self.kind == "damage":
+            return self.status == "reported"
+        return self.status not in ("closed", "resolved", "restored", "cancelled", "done", "repaired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -819,6 +825,7 @@ class Engine:
             return
         clock.outcome = "met" if t <= clock.due else "missed"
         state.outcomes.append(Outcome.of(clock))
+        state.outcomes_total += 1
         if len(state.outcomes) > OUTCOMES_KEPT:
             del state.outcomes[: len(state.outcomes) - OUTCOMES_KEPT]
 
