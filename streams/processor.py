@@ -107,8 +107,12 @@ class Processor:
             return dead(exc.error, str(exc), exc.event_type)
         if key is None or key.decode("utf-8", "replace") != event.subject:
             shown = "none" if key is None else repr(key.decode("utf-8", "replace")[:64])
-            return dead("key_mismatch", f"the Kafka key ({shown}) is not the event's subject {event.subject!r}",
-                        event.type, event.subject)  # fmt: skip
+            # no matter_id on the result: the record's partition is not the matter's, and the
+            # deadline index must not be touched for it
+            rec = dead("key_mismatch", f"the Kafka key ({shown}) is not the event's subject {event.subject!r}",
+                       event.type, event.subject)  # fmt: skip
+            rec.matter_id = None
+            return rec
         try:
             state = decode_state(stored)
         except (ValueError, KeyError, TypeError) as exc:  # a corrupt stored state: never crash

@@ -28,6 +28,7 @@ from typing import Any
 import faust
 from kafka.partitioner.default import murmur2
 
+from streams import faust_fixes
 from streams.deadlines import DeadlineIndex
 from streams.processor import Processor, encode_alert, encode_check
 from waterwatch import __version__
@@ -124,6 +125,7 @@ class Worker:
     # ------------------------------------------------------------------ app
 
     def _build(self) -> faust.App:
+        faust_fixes.apply()
         s = self.settings
         app = faust.App(
             s.app_id,
@@ -138,7 +140,8 @@ class Worker:
             web_bind="127.0.0.1",
             web_port=s.web_port,
             web_host="127.0.0.1",
-            producer_max_request_size=8 * 1024 * 1024,
+            # a dead letter carries the original bytes (base64, in JSON): room for an 8 MiB event
+            producer_max_request_size=16 * 1024 * 1024,
             consumer_max_fetch_size=8 * 1024 * 1024,
             broker_commit_every=1000,
             broker_commit_interval=1.0,
@@ -235,6 +238,12 @@ class Worker:
 
         @matters.on_recover
         async def recovered() -> None:
+            # Faust calls this before it resumes the stream partitions: position them now, so
+            # nothing is fetched from a wrong offset and dropped (see streams/faust_fixes.py)
+            try:
+                await app.consumer.perform_seek()
+            except Exception as exc:  # never let positioning stop the index rebuild
+                log.warning("seek before resuming failed (%s); Faust seeks again after resuming", exc)
             worker._rebuild_index()
 
         @app.page("/healthz")

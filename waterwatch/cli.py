@@ -17,6 +17,7 @@ from rich.table import Table
 
 from notifiers.cli_templates import templates_app
 from waterwatch import __version__
+from waterwatch.cli_deadletter import deadletter_app
 from waterwatch.cli_kafka import kafka_app
 from waterwatch.cli_publish import publish as publish_command
 from waterwatch.core.errors import ConfigError
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafka (KRaft) for development.")
 app.command("publish")(publish_command)
 app.add_typer(templates_app, name="templates", help="Message templates: check them all before they are needed.")
+app.add_typer(deadletter_app, name="deadletter", help="Rejected input: list it (masked) and re-drive it after a fix.")
 policy_app = typer.Typer(help="The policy: every rule as data (config/policy.yaml).", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 schemas_app = typer.Typer(help="JSON Schemas and the AsyncAPI document in schemas/.", no_args_is_help=True)
@@ -166,6 +168,9 @@ def replay(
         str | None,
         typer.Option(help="Run the virtual clock to this time (default: 30 days after the last event)"),
     ] = None,
+    time_scale: Annotated[
+        float, typer.Option("--time-scale", help="Divide every policy duration by N (as the worker's option)")
+    ] = 1.0,
     config: ConfigOpt = None,
 ) -> None:
     """Run the core on FILE with a virtual clock; print every alert as a CloudEvent JSON line.
@@ -173,9 +178,11 @@ def replay(
     Output is in time order and byte-for-byte deterministic. Rejected events go
     to stderr with their line number and reason; a summary ends stderr.
     """
-    from waterwatch.core.replay import Rejected, Replayer
+    from waterwatch.core.replay import Rejected, Replayer, gc_paused
 
-    cfg = _load(config)
+    if time_scale <= 0:
+        raise _fail("--time-scale must be > 0")
+    cfg = _load(config, time_scale=time_scale)
     engine = cfg.engine()
     events = sorted(_events(file), key=lambda p: p[1].time.timestamp())
     until_ts = (int(_parse_time(until, "--until").timestamp()) if until
@@ -183,18 +190,19 @@ def replay(
     r = Replayer(engine)
     write = sys.stdout.write
     dumps = json.dumps
-    for line_no, event in events:
-        if until_ts is not None and event.time.timestamp() > until_ts:
-            break
-        alerts, rejected = r.feed(event, line_no)
-        for a in alerts:
-            write(dumps(a.to_event(engine.tz), ensure_ascii=False, separators=(",", ":")) + "\n")
-        if isinstance(rejected, Rejected):
-            err.print(f"line {line_no}: {rejected.rejection.code}: {rejected.rejection.reason}",
-                      style="yellow", highlight=False)  # fmt: skip
-    if until_ts is not None:
-        for a in r.run_until(until_ts, inclusive=True):
-            write(dumps(a.to_event(engine.tz), ensure_ascii=False, separators=(",", ":")) + "\n")
+    with gc_paused():
+        for line_no, event in events:
+            if until_ts is not None and event.time.timestamp() > until_ts:
+                break
+            alerts, rejected = r.feed(event, line_no)
+            for a in alerts:
+                write(dumps(a.to_event(engine.tz), ensure_ascii=False, separators=(",", ":")) + "\n")
+            if isinstance(rejected, Rejected):
+                err.print(f"line {line_no}: {rejected.rejection.code}: {rejected.rejection.reason}",
+                          style="yellow", highlight=False)  # fmt: skip
+        if until_ts is not None:
+            for a in r.run_until(until_ts, inclusive=True):
+                write(dumps(a.to_event(engine.tz), ensure_ascii=False, separators=(",", ":")) + "\n")
     s = r.stats
     err.print(
         f"replayed {s.events} events of {s.matters} matters: {s.applied} applied, {s.rejected} rejected, "

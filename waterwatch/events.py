@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -62,6 +63,16 @@ UnitId = Annotated[
     ),
 ]
 ShortText = Annotated[str, Field(max_length=2000)]
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """Times travel as RFC 3339 text with an offset, never as bare numbers."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 time with an offset, like 2026-11-27T09:00:00+08:00, not a number")
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -103,7 +114,7 @@ class TicketCreatedData(_Model):
         default=None, description="Feedback tier of a 12345 order (R14.1-R14.4)."
     )
     urgency: Urgency | None = Field(default=None, description="Return window (R14.5).")
-    due_at: AwareDatetime | None = Field(
+    due_at: Time | None = Field(
         default=None, description="Explicit due time from the 12345 centre (R14.due)."
     )
     unit: UnitId | None = None
@@ -139,13 +150,13 @@ class TicketReturnedData(_Model):
 
 
 class ExtensionRequestedData(_Model):
-    requested_due_at: AwareDatetime
+    requested_due_at: Time
     reason: Reason
     unit: UnitId | None = None
 
 
 class ExtensionGrantedData(_Model):
-    due_at: AwareDatetime
+    due_at: Time
     reason: ShortText | None = None
 
 
@@ -154,15 +165,15 @@ class ExtensionDeniedData(_Model):
 
 
 class DeadlineSetData(_Model):
-    due_at: AwareDatetime
+    due_at: Time
     reason: ShortText | None = None
 
 
 class OutagePlannedData(_Model):
     kind: OutageKind
     area: Area
-    starts_at: AwareDatetime
-    expected_end_at: AwareDatetime
+    starts_at: Time
+    expected_end_at: Time
     cause: ShortText | None = None
     unit: UnitId
     pressure_limited: bool = Field(default=False, description="Limited pressure, not a full stop.")
@@ -182,12 +193,12 @@ class OutageEmergencyData(_Model):
     area: Area
     cause: Reason
     unit: UnitId
-    expected_end_at: AwareDatetime | None = None
+    expected_end_at: Time | None = None
 
 
 class OutageUpdatedData(_Model):
-    starts_at: AwareDatetime | None = None
-    expected_end_at: AwareDatetime | None = None
+    starts_at: Time | None = None
+    expected_end_at: Time | None = None
     area: Area | None = None
     reason: Reason
 
@@ -209,7 +220,7 @@ class OutageNoteData(_Model):
 
 
 class OutageDelayData(_Model):
-    expected_end_at: AwareDatetime
+    expected_end_at: Time
     reason: Reason
     unit: UnitId | None = None
 
@@ -279,7 +290,7 @@ class CloudEvent(_Model):
     id: Annotated[str, Field(min_length=1, max_length=200)]
     source: Annotated[str, Field(min_length=1, max_length=500)]
     type: str
-    time: AwareDatetime
+    time: Time
     subject: MatterId
     datacontenttype: Literal["application/json"] | None = None
 
@@ -362,8 +373,8 @@ class AlertData(_Model):
     stage: Annotated[
         str, Field(description="What threshold fired: warn_50, overdue, escalate_1, reminder_2 ...")
     ]
-    due_at: AwareDatetime | None = Field(description="The deadline in force.")
-    fired_at: AwareDatetime = Field(description="When the threshold was reached (virtual in replay).")
+    due_at: Time | None = Field(description="The deadline in force.")
+    fired_at: Time = Field(description="When the threshold was reached (virtual in replay).")
     late_by: float | None = Field(
         default=None, description="Seconds between the threshold and the actual firing, if late."
     )
@@ -401,7 +412,7 @@ class ClockCheck(_Model):
     matter_id: MatterId
     clock: str
     stage: str
-    due_at: AwareDatetime
+    due_at: Time
     version: int = Field(ge=0)
 
 
@@ -415,7 +426,7 @@ class DeadLetter(_Model):
     offset: int | None = None
     key_b64: str | None = None
     value_b64: str = Field(description="The original bytes, base64.")
-    rejected_at: AwareDatetime
+    rejected_at: Time
     event_type: str | None = None
     matter_id: str | None = None
 
@@ -433,7 +444,7 @@ class DeliveryRecord(_Model):
     ]
     provider_id: str | None = None
     error: str | None = None
-    at: AwareDatetime
+    at: Time
 
 
 class Resident(_Model):

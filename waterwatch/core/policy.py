@@ -210,8 +210,9 @@ class Policy:
                 lead=d(r.lead),
                 window=d(r.window),
                 report_before=d(r.report_before),
-                warn=Warn(r.warn.fractions, tuple(d(x) or 1 for x in r.warn.leads),
-                          tuple(d(x) or 1 for x in r.warn.after)),
+                # leads or afters that collapse onto the same scaled instant become one warning
+                warn=Warn(r.warn.fractions, tuple(dict.fromkeys(d(x) or 1 for x in r.warn.leads)),
+                          tuple(dict.fromkeys(d(x) or 1 for x in r.warn.after))),
                 variants={n: Variant(d(v.limit) or 1, v.counts) for n, v in r.variants.items()},
                 bands=tuple(Band(d(b.limit) or 1, b.max_diameter_mm) for b in r.bands),
                 reminder=rem(r.reminder),

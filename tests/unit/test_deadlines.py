@@ -1,0 +1,169 @@
+"""The worker's in-memory deadline index (``streams.deadlines.DeadlineIndex``)."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.deadlines import DeadlineIndex
+
+PROPS = settings(
+    max_examples=int(os.environ.get("WATERWATCH_PROPERTY_EXAMPLES", "200")),
+    derandomize="WATERWATCH_PROPERTY_EXAMPLES" not in os.environ,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def test_pop_due_returns_what_is_due_earliest_first_and_removes_it() -> None:
+    idx = DeadlineIndex()
+    idx.set("b", 1, 20)
+    idx.set("a", 0, 10)
+    idx.set("c", 2, 30)
+    assert len(idx) == 3
+    assert idx.next_due() == 10
+    assert idx.pop_due(9) == []
+    assert idx.pop_due(20) == [("a", 0, 10), ("b", 1, 20)]  # due <= now, inclusive
+    assert len(idx) == 1 and idx.next_due() == 30
+    assert idx.pop_due(20) == []  # never twice
+    assert idx.pop_due(1e12) == [("c", 2, 30)]
+    assert len(idx) == 0 and idx.next_due() is None
+
+
+def test_a_fractional_now_is_compared_with_integer_dues() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    assert idx.pop_due(9.999) == []
+    assert idx.pop_due(10.0) == [("a", 0, 10)]
+
+
+def test_set_supersedes_the_previous_due_of_a_matter() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.set("a", 0, 50)  # moved later (e.g. an extension)
+    assert idx.pop_due(10) == []
+    assert idx.next_due() == 50
+    idx.set("a", 0, 5)  # moved earlier
+    assert idx.pop_due(5) == [("a", 0, 5)]
+    assert idx.pop_due(100) == []  # the stale heap entries (10, 50) are skipped
+    assert len(idx) == 0
+
+
+def test_set_none_forgets_the_matter() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.set("a", 0, None)
+    idx.set("never", 0, None)
+    assert len(idx) == 0
+    assert idx.pop_due(100) == [] and idx.next_due() is None
+
+
+def test_setting_the_same_due_twice_keeps_one_entry() -> None:
+    idx = DeadlineIndex()
+    for _ in range(5):
+        idx.set("a", 0, 10)
+    assert idx.pop_due(100) == [("a", 0, 10)]
+
+
+def test_a_popped_matter_comes_back_when_set_again() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    assert idx.pop_due(10) == [("a", 0, 10)]
+    idx.set("a", 0, 10)  # the check found the same stage still due (e.g. not yet processed)
+    assert idx.pop_due(10) == [("a", 0, 10)]
+
+
+def test_pop_due_respects_the_limit_and_keeps_the_rest() -> None:
+    idx = DeadlineIndex()
+    for i in range(10):
+        idx.set(f"m{i}", i % 3, 100 + i)
+    first = idx.pop_due(1000, limit=4)
+    assert [m for m, _, _ in first] == ["m0", "m1", "m2", "m3"]
+    rest = idx.pop_due(1000)
+    assert [m for m, _, _ in rest] == [f"m{i}" for i in range(4, 10)]
+
+
+def test_equal_dues_all_come_out() -> None:
+    idx = DeadlineIndex()
+    for m in ("c", "a", "b"):
+        idx.set(m, 0, 7)
+    assert sorted(m for m, _, _ in idx.pop_due(7)) == ["a", "b", "c"]
+
+
+def test_drop_partitions_forgets_only_those_partitions() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.set("b", 1, 20)
+    idx.set("c", 2, 30)
+    idx.set("d", 1, 5)
+    assert idx.drop_partitions({1}) == 2
+    assert len(idx) == 2
+    assert idx.pop_due(100) == [("a", 0, 10), ("c", 2, 30)]
+    assert idx.drop_partitions([]) == 0
+    assert idx.drop_partitions({7}) == 0
+
+
+def test_clear_empties_everything() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.clear()
+    assert len(idx) == 0 and idx.next_due() is None and idx.pop_due(100) == []
+
+
+def test_the_heap_is_compacted_when_stale_entries_pile_up() -> None:
+    idx = DeadlineIndex()
+    for due in range(10_000):  # one matter moved many times
+        idx.set("a", 0, due + 1)
+    assert len(idx) == 1
+    assert len(idx._heap) <= 4 * len(idx) + 1024 + 1
+    assert idx.pop_due(10**9) == [("a", 0, 10_000)]
+
+
+# ------------------------------------------------------------- model based
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.sampled_from("abcdef"), st.integers(0, 7), st.none() | st.integers(0, 50)),
+        st.tuples(st.just("pop"), st.integers(0, 60), st.integers(1, 4)),
+        st.tuples(st.just("drop"), st.sets(st.integers(0, 7), max_size=3)),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=60,
+)
+
+
+@PROPS
+@given(ops=OPS)
+def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Against a plain dict model: what is popped, in which order, and what stays."""
+    idx = DeadlineIndex()
+    model: dict[str, tuple[int, int]] = {}  # matter -> (due, partition)
+    for op in ops:
+        if op[0] == "set":
+            _, m, part, due = op
+            idx.set(m, part, due)
+            if due is None:
+                model.pop(m, None)
+            elif model.get(m, (None,))[0] != due:
+                model[m] = (due, part)
+        elif op[0] == "pop":
+            _, now, limit = op
+            got = idx.pop_due(now, limit=limit)
+            expected = sorted((due, m) for m, (due, _) in model.items() if due <= now)[:limit]
+            assert [(d, m) for m, _, d in got] == expected
+            for m, part, due in got:
+                assert model.pop(m) == (due, part)
+        elif op[0] == "drop":
+            gone = op[1]
+            dropped = idx.drop_partitions(gone)
+            before = len(model)
+            model = {m: v for m, v in model.items() if v[1] not in gone}
+            assert dropped == before - len(model)
+        else:
+            idx.clear()
+            model.clear()
+        assert len(idx) == len(model)
+        assert idx.next_due() == (min(d for d, _ in model.values()) if model else None)
