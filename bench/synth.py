@@ -62,7 +62,7 @@ def city_year(matters: int, *, seed: int = 7, year: int = 2026) -> Iterator[dict
             yield _event(nxt(), "ticket.accepted", mid, t, {})
             t += timedelta(minutes=rnd.randrange(5, 90))
             yield _event(nxt(), "ticket.responded", mid, t, {})
-            if rnd.random() < 0.1:
+            if rnd.random() < 0.1 and data["category"] != "complaint":  # complaints have no resolve deadline
                 t += timedelta(hours=rnd.randrange(1, 10))
                 yield _event(nxt(), "ticket.extension_requested", mid, t,
                              {"requested_due_at": _iso(t + timedelta(days=3)), "reason": "parts"})  # fmt: skip
