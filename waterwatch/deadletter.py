@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import kafka.errors as kerrors
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from waterwatch.admin import BrokerUnavailable, supported_configs
 from waterwatch.masking import mask_text
+from waterwatch.publish import make_producer
 
 DEFAULT_PREFIX = "waterwatch"
 READ_TIMEOUT_S = 30.0
@@ -299,27 +300,7 @@ def redrive(
     skipped = [e for e in entries if not e.replayable]
     if not todo:
         return RedriveResult(0, skipped, topic)
-    configs = supported_configs(
-        KafkaProducer,
-        bootstrap_servers=bootstrap,
-        client_id="waterwatch-deadletter",
-        acks="all",
-        linger_ms=5,
-        enable_idempotence=True,
-        allow_auto_create_topics=False,
-        max_block_ms=30_000,
-        bootstrap_timeout_ms=10_000,
-        reconnect_backoff_max_ms=1000,
-        max_request_size=MAX_RECORD_BYTES,
-    )
-    try:
-        producer = KafkaProducer(**configs)
-    except (kerrors.KafkaTimeoutError, kerrors.KafkaConnectionError) as exc:
-        raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-    except kerrors.KafkaError as exc:
-        if type(exc).__name__ == "NoBrokersAvailable":
-            raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-        raise
+    producer = make_producer(bootstrap, client_id="waterwatch-deadletter", max_request_size=MAX_RECORD_BYTES)
     try:
         futures = [producer.send(topic, key=e.key, value=e.value) for e in todo]
         producer.flush(timeout=timeout)

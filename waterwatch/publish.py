@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import kafka.errors as kerrors
 from kafka import KafkaProducer
@@ -189,12 +189,12 @@ class _Tally:
             self.error(line_no, "not delivered: no acknowledgement from the broker in time")
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
+def make_producer(bootstrap: str, client_id: str = "waterwatch-publish", **extra: Any) -> KafkaProducer:
     """An idempotent ``acks=all`` producer; :class:`BrokerUnavailable` if none answers."""
     configs = supported_configs(
         KafkaProducer,
         bootstrap_servers=bootstrap,
-        client_id="waterwatch-publish",
+        client_id=client_id,
         acks="all",
         linger_ms=5,
         enable_idempotence=True,
@@ -202,6 +202,7 @@ def make_producer(bootstrap: str) -> KafkaProducer:
         max_block_ms=30_000,
         bootstrap_timeout_ms=10_000,
         reconnect_backoff_max_ms=1000,
+        **extra,
     )
     try:
         return KafkaProducer(**configs)
