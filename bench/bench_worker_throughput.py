@@ -1,0 +1,237 @@
+"""Benchmark: sustained events/s of one ``waterwatch worker`` against a raw aiokafka loop.
+
+    python bench/bench_worker_throughput.py [--events 200000] [--quick] [--times compress|shift]
+
+1. N events of the synthetic city (``synth.city_year``, about 5.5 events per
+   matter, the first N in time order) are moved to "now" (``--times
+   compress``, default: one monotone map puts the whole set in the past hour,
+   per-matter order kept; ``shift``: one constant shift, lifecycles unchanged,
+   so the stages passed between a matter's events fire late as it is applied)
+   and produced to ``<prefix>.events`` (8 partitions, key = matter id).
+2. Raw baseline, same broker, same records: an aiokafka loop consumes that
+   topic (its own group), produces every value to ``<prefix>.raw-out``
+   (acks=all, like Faust's producer), and per fetched batch waits for the
+   acks and commits.  Timed from the first record fetched to the last commit.
+3. ``waterwatch worker`` (subprocess, 8 partitions, fresh group and data dir)
+   processes the same topic; /healthz ``events`` is polled every 50 ms and the
+   rate is taken between the first poll that sees events and the one that sees N.
+
+Prints both rates and the ratio worker/raw (target ≥ 0.5), the worker's CPU
+use over the measured span, and its counters.  Every topic, group and data dir
+of the run is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from worker_common import (
+    Bench,
+    bootstrap,
+    city_events_now,
+    encode_event,
+    ensure_worker_topics,
+    log,
+    machine_rows,
+    pct,
+    print_table,
+    proc_cpu_seconds,
+    produce,
+    start_py_spy,
+    summarize_profile,
+)
+
+
+async def raw_loop(src: str, dst: str, group: str, n: int, timeout: float) -> tuple[float, int]:
+    """consume → produce → (acks) → commit, per fetched batch; return (seconds first→last, records)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap(), group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all", max_request_size=8 * 1024 * 1024)
+    await asyncio.wait_for(producer.start(), 30)
+    await asyncio.wait_for(consumer.start(), 30)
+    seen = 0
+    t_first: float | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw loop: {seen} of {n} records after {timeout:.0f} s")
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if not batches:
+                continue
+            if t_first is None:
+                t_first = time.perf_counter()
+            futs = []
+            for records in batches.values():
+                for r in records:
+                    futs.append(await producer.send(dst, value=r.value, key=r.key))
+            await asyncio.wait_for(asyncio.gather(*futs), 60)
+            await consumer.commit()
+            seen += len(futs)
+        assert t_first is not None
+        return time.perf_counter() - t_first, seen
+    finally:
+        await asyncio.wait_for(consumer.stop(), 30)
+        await asyncio.wait_for(producer.stop(), 30)
+
+
+async def flush_probe(topic: str, n: int = 500) -> list[float]:
+    """Seconds per (send one 1 KB record + flush), acks=all, like the worker's per-alert flush."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all")
+    await asyncio.wait_for(producer.start(), 30)
+    out = []
+    try:
+        for i in range(n):
+            t = time.perf_counter()
+            await producer.send(topic, value=b"x" * 1000, key=str(i).encode())
+            await asyncio.wait_for(producer.flush(), 30)
+            out.append(time.perf_counter() - t)
+    finally:
+        await asyncio.wait_for(producer.stop(), 30)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--quick", action="store_true", help="20,000 events")
+    ap.add_argument("--times", choices=("compress", "shift"), default="compress")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--py-spy", metavar="BIN", help="profile the worker with this py-spy binary (stderr)")
+    ap.add_argument(
+        "--variant",
+        default="",
+        help="EXPERIMENT: flags of bench/worker_variant.py, e.g. '--no-alert-flush' or '--linger 0.005'",
+    )
+    ap.add_argument("--keep-logs", action="store_true", help="keep the worker log (temp dir) after the run")
+    args = ap.parse_args()
+    n_target = 20_000 if args.quick else args.events
+    t_run = time.perf_counter()
+
+    b = Bench("tput", keep_logs=args.keep_logs)
+    try:
+        now = time.time()
+        t0 = time.perf_counter()
+        events = city_events_now(int(n_target / 5.4) + 50, end=now - 60, mode=args.times)[:n_target]
+        n = len(events)
+        gen_s = time.perf_counter() - t0
+        matters = len({e["subject"] for e in events})
+        log(f"{n:,} events of {matters:,} matters generated in {gen_s:.1f} s ({args.times})")
+
+        ensure_worker_topics(b, args.partitions)
+        from streams.worker import WorkerSettings
+        from waterwatch.admin import ensure_topics
+        from waterwatch.topics import TopicSpec
+
+        raw_out = f"{b.prefix}.raw-out"
+        ensure_topics(bootstrap(), [TopicSpec(raw_out, "k", "raw loop output", ("x",), args.partitions,
+                                              {"retention.ms": "3600000"})])  # fmt: skip
+        _ = WorkerSettings  # (topics named like the worker's own)
+        t0 = time.perf_counter()
+        produce(b.events_topic, (encode_event(e) for e in events))
+        produce_s = time.perf_counter() - t0
+        del events
+        log(f"produced in {produce_s:.1f} s ({n / produce_s:,.0f}/s)")
+
+        # ---- raw baseline
+        raw_group = f"{b.app_id}-raw"
+        b.extra_groups.append(raw_group)
+        raw_s, raw_n = asyncio.run(raw_loop(b.events_topic, raw_out, raw_group, n, timeout=max(120, n / 500)))
+        raw_rate = raw_n / raw_s
+        log(f"raw loop: {raw_n:,} in {raw_s:.2f} s = {raw_rate:,.0f}/s")
+
+        probe = asyncio.run(flush_probe(raw_out))
+        log(f"send+flush round trip: p50 {pct(probe, 50) * 1e3:.2f} ms, p99 {pct(probe, 99) * 1e3:.2f} ms")
+
+        # ---- the worker
+        w = b.worker(partitions=args.partitions, variant=shlex.split(args.variant))
+        w.start()
+        ready_s = w.wait_ready(timeout=120)
+        log(f"worker ready after {ready_s:.1f} s")
+        first: tuple[float, int, float] | None = None  # (time, events, cpu)
+        last_seen: list[tuple[float, int]] = []
+        spy: list[Any] = [None]
+
+        def on_poll(body: dict[str, Any]) -> None:
+            nonlocal first
+            ev = int(body.get("events", 0))
+            t = time.perf_counter()
+            if first is None and ev > 0:
+                first = (t, ev, proc_cpu_seconds(w.pid) or 0.0)
+                spy[0] = start_py_spy(args.py_spy, w.pid, b.tmp / "profile.txt", seconds=min(30, n / 1000))
+            if len(last_seen) == 0 or last_seen[-1][1] != ev:
+                last_seen.append((t, ev))
+            w.sample_memory()
+
+        body = w.wait_until(lambda bd: int(bd.get("events", 0)) >= n, timeout=max(300, n / 100),
+                            what=f"{n} events processed", interval=0.05, on_poll=on_poll)  # fmt: skip
+        t_last = time.perf_counter()
+        cpu_last = proc_cpu_seconds(w.pid) or 0.0
+        assert first is not None
+        span = t_last - first[0]
+        done = int(body["events"]) - first[1]
+        worker_rate = done / span if span > 0 else float("nan")
+        cpu_share = (cpu_last - first[2]) / span if span > 0 else float("nan")
+        # let the alerts and checks that follow settle briefly, for the counters
+        time.sleep(2.0)
+        final = w.healthz() or body
+        w.sample_memory()
+        stop_s = w.stop()
+        log(f"worker: {done:,} events in {span:.2f} s = {worker_rate:,.0f}/s; stopped in {stop_s:.1f} s")
+        errors = w.log_text().count("Traceback")
+        if spy[0] is not None:
+            spy[0].wait(timeout=60)
+            log("worker profile (py-spy, during the measured span):\n" + summarize_profile(b.tmp / "profile.txt"))
+
+        rows = [
+            ("events", f"{n:,}"),
+            ("matters", f"{matters:,}"),
+            ("event times", f"{args.times} (set ends 60 s before the run)"),
+            ("partitions", str(args.partitions)),
+            *([("EXPERIMENTAL worker variant", args.variant)] if args.variant else []),
+            ("produce events/s", f"{n / produce_s:,.0f}"),
+            ("raw consume→produce→commit events/s", f"{raw_rate:,.0f}"),
+            ("raw time (s)", f"{raw_s:.2f}"),
+            (
+                "aiokafka send+flush round trip p50 / p99 (ms)",
+                f"{pct(probe, 50) * 1e3:.2f} / {pct(probe, 99) * 1e3:.2f}",
+            ),
+            ("worker startup to ready (s)", f"{ready_s:.1f}"),
+            ("worker events/s (first→last)", f"{worker_rate:,.0f}"),
+            ("worker time (s)", f"{span:.2f} for {done:,} events"),
+            ("worker CPU over that span", f"{cpu_share * 100:.0f}% of one core"),
+            ("ratio worker/raw (target ≥ 0.5)", f"{worker_rate / raw_rate:.3f}"),
+            (
+                "worker alerts / deadletters / dup",
+                f"{final.get('alerts', 0):,} / {final.get('deadletters', 0):,} / {final.get('duplicates', 0):,}",
+            ),
+            ("worker checks sent / processed", f"{final.get('checks_sent', 0):,} / {final.get('checks', 0):,}"),
+            ("worker matters indexed", f"{final.get('matters_indexed', 0):,}"),
+            ("worker peak RSS VmHWM (MB)", f"{w.peak_hwm_kb / 1024:,.0f}"),
+            ("worker log tracebacks", str(errors)),
+            ("bench wall time (s)", f"{time.perf_counter() - t_run:.0f}"),
+            *machine_rows(),
+        ]
+        print_table(rows)
+    finally:
+        b.cleanup()
+        left = b.leftovers()
+        if left:
+            log(f"LEFTOVER topics: {left}")
+
+
+if __name__ == "__main__":
+    main()
