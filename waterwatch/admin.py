@@ -91,6 +91,20 @@ def supported_configs(client_cls: type, **configs: Any) -> dict[str, Any]:
     return {k: v for k, v in configs.items() if k in known}
 
 
+def connect(client_cls: type, bootstrap: str, **configs: Any) -> Any:
+    """Build a kafka-python client; :class:`BrokerUnavailable` when no broker answers."""
+    import kafka.errors as kerrors
+
+    try:
+        return client_cls(**supported_configs(client_cls, bootstrap_servers=bootstrap, **configs))
+    except (kerrors.KafkaTimeoutError, kerrors.KafkaConnectionError) as exc:
+        raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
+    except kerrors.KafkaError as exc:
+        if type(exc).__name__ == "NoBrokersAvailable":  # kafka-python 2.x
+            raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
+        raise
+
+
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:
     out = []
     for item in bootstrap.split(","):

@@ -30,10 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kafka.errors as kerrors
 from kafka import KafkaConsumer, TopicPartition
 
-from waterwatch.admin import BrokerUnavailable, supported_configs
+from waterwatch.admin import connect
 from waterwatch.masking import mask_text
 from waterwatch.publish import make_producer
 
@@ -209,9 +208,9 @@ def masked_row(e: DeadLetterEntry) -> dict[str, Any]:
 
 
 def _consumer(bootstrap: str) -> KafkaConsumer:
-    configs = supported_configs(
+    consumer: KafkaConsumer = connect(
         KafkaConsumer,
-        bootstrap_servers=bootstrap,
+        bootstrap,
         client_id="waterwatch-deadletter",
         group_id=None,
         enable_auto_commit=False,
@@ -222,14 +221,7 @@ def _consumer(bootstrap: str) -> KafkaConsumer:
         max_partition_fetch_bytes=MAX_RECORD_BYTES,
         fetch_max_bytes=MAX_RECORD_BYTES,
     )
-    try:
-        return KafkaConsumer(**configs)
-    except (kerrors.KafkaTimeoutError, kerrors.KafkaConnectionError) as exc:
-        raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-    except kerrors.KafkaError as exc:
-        if type(exc).__name__ == "NoBrokersAvailable":
-            raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-        raise
+    return consumer
 
 
 class TopicMissing(LookupError):

@@ -25,7 +25,7 @@ import kafka.errors as kerrors
 from kafka import KafkaProducer
 from rich.console import Console
 
-from waterwatch.admin import BrokerUnavailable, ensure_topics, supported_configs
+from waterwatch.admin import connect, ensure_topics
 from waterwatch.events import MAX_EVENT_BYTES, CloudEvent, EventError, parse_event
 from waterwatch.topics import ALL_TOPICS, EVENTS, TopicSpec
 
@@ -191,9 +191,9 @@ class _Tally:
 
 def make_producer(bootstrap: str, client_id: str = "waterwatch-publish", **extra: Any) -> KafkaProducer:
     """An idempotent ``acks=all`` producer; :class:`BrokerUnavailable` if none answers."""
-    configs = supported_configs(
+    producer: KafkaProducer = connect(
         KafkaProducer,
-        bootstrap_servers=bootstrap,
+        bootstrap,
         client_id=client_id,
         acks="all",
         linger_ms=5,
@@ -204,14 +204,7 @@ def make_producer(bootstrap: str, client_id: str = "waterwatch-publish", **extra
         reconnect_backoff_max_ms=1000,
         **extra,
     )
-    try:
-        return KafkaProducer(**configs)
-    except (kerrors.KafkaTimeoutError, kerrors.KafkaConnectionError) as exc:
-        raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-    except kerrors.KafkaError as exc:
-        if type(exc).__name__ == "NoBrokersAvailable":
-            raise BrokerUnavailable(bootstrap, type(exc).__name__) from None
-        raise
+    return producer
 
 
 class _Bar:
