@@ -351,10 +351,7 @@ def main() -> None:
         if reader is not None:
             reader.stop_flag.set()
             reader.join(timeout=10)
-        b.cleanup()
-        left = b.leftovers()
-        if left:
-            log(f"LEFTOVER topics: {left}")
+        b.finish()
 
 
 if __name__ == "__main__":

@@ -227,10 +227,7 @@ def main() -> None:
         ]
         print_table(rows)
     finally:
-        b.cleanup()
-        left = b.leftovers()
-        if left:
-            log(f"LEFTOVER topics: {left}")
+        b.finish()
 
 
 if __name__ == "__main__":

@@ -340,6 +340,13 @@ class Bench:
         with admin_client(bootstrap()) as client:
             return [t for t in client.list_topics() if t.startswith((self.prefix + ".", self.app_id + "-"))]
 
+    def finish(self) -> None:
+        """Clean up, and say so if any of the run's topics survived."""
+        self.cleanup()
+        left = self.leftovers()
+        if left:
+            log(f"LEFTOVER topics: {left}")
+
 
 def ensure_worker_topics(b: Bench, partitions: int = 8) -> None:
     """Create the worker's topics up front (as run_worker would) so events can be produced first."""
