@@ -399,7 +399,12 @@ def worker(
         "waterwatch"
     ),
     metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus /metrics port (env WATERWATCH_METRICS_PORT, default 9464; 0: off)")
+        int | None,
+        typer.Option(
+            help="Prometheus /metrics port (env WATERWATCH_METRICS_PORT, default 9464; 0: off). If another "
+            "process holds it (a second worker on this host), the worker serves /metrics on a free port "
+            "instead, logs a warning with that port and reports it as metrics_port in /healthz"
+        ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -418,6 +423,54 @@ def worker(
         settings.metrics_port = metrics_port
     try:
         run_worker(settings, cfg)
+    except (BrokerUnavailable, TopicMismatch) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def notifier(
+    partitions: Annotated[int, typer.Option(help="Partitions of the notifier's job topic")] = 8,
+    web_port: Annotated[int, typer.Option(help="Port of /healthz and the provider webhooks /receipts/*")] = 6067,
+    data_dir: Annotated[Path, typer.Option(help="Local RocksDB state (the deliveries table)")] = Path(
+        ".waterwatch/notifier"
+    ),
+    app_id: Annotated[str, typer.Option(help="Consumer group and changelog prefix")] = "waterwatch-notifier",
+    topic_prefix: Annotated[str, typer.Option(help="Topics are PREFIX.alerts, .deliveries, .notifier.jobs ...")] = (
+        "waterwatch"
+    ),
+    sink_file: Annotated[
+        Path | None, typer.Option(help="Without provider credentials, append messages to this JSON-lines file")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Prometheus /metrics port (env WATERWATCH_NOTIFIER_METRICS_PORT, default 9465; 0: off)"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Deliver alerts: SMS (Twilio), e-mail (SendGrid), the warning group (WeCom robot), or the console.
+
+    Providers are used when their credentials are in the environment (TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN, TWILIO_FROM_NUMBER; SENDGRID_API_KEY, SENDGRID_FROM_EMAIL; WeCom robot keys
+    named in config/units.yaml); otherwise messages go to the console (or --sink-file).
+    Receipts: point Twilio's and SendGrid's webhooks at WATERWATCH_PUBLIC_URL/receipts/...
+    """
+    from notifiers.app import NotifierSettings, run_notifier
+    from notifiers.routing import load_routing
+    from waterwatch import kafka_local
+    from waterwatch.admin import BrokerUnavailable, TopicMismatch
+
+    cfg = _load(config)
+    try:
+        routing = load_routing(cfg.directory / "routing.yaml", cfg.units)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    settings = NotifierSettings(bootstrap=kafka_local.bootstrap_servers(), partitions=partitions, app_id=app_id,
+                                data_dir=data_dir, web_port=web_port, topic_prefix=topic_prefix,
+                                sink_file=sink_file)  # fmt: skip
+    if metrics_port is not None:
+        settings.metrics_port = metrics_port
+    try:
+        run_notifier(settings, cfg, routing)
     except (BrokerUnavailable, TopicMismatch) as exc:
         raise _fail(str(exc)) from None
 

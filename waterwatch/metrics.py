@@ -55,6 +55,7 @@ the old state: :func:`newly_decided` gives the new outcomes, then
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 import time as _time
@@ -100,6 +101,7 @@ __all__ = [
     "is_open",
     "is_overdue",
     "newly_decided",
+    "serve_metrics",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -168,6 +170,7 @@ DELIVERY_OUTCOMES = ("sent", "retried", "failed", "dead_lettered", "skipped", "i
 ``failed``: a permanent error (not retried); ``dead_lettered``: given up after retries;
 ``skipped``: already delivered (idempotency); ``in_doubt``: outcome unknown after a crash."""
 FAILED_OUTCOMES = ("failed", "dead_lettered")
+WEBHOOK_OUTCOMES = ("accepted", "forged", "bad")
 
 _FINAL_STATUS: Mapping[str, frozenset[str]] = {
     "ticket": frozenset({"resolved", "closed"}),
@@ -290,6 +293,26 @@ class _Metrics:
         """
         server, _thread = start_http_server(port, addr, registry=self.registry)
         return server
+
+
+def serve_metrics(metrics: _Metrics, port: int, addr: str = "127.0.0.1") -> tuple[WSGIServer, str | None]:
+    """Serve ``metrics`` on ``addr:port`` or, when another process holds that port, on a free one.
+
+    Returns the server (``server.server_port`` is the port actually served)
+    and, after a fallback, why (``"127.0.0.1:9464: Address already in use"``)
+    for the caller to log as a warning; ``None`` when ``port`` itself was
+    bound. So a second worker on one host keeps a metrics page instead of
+    losing it; Prometheus scrapes it once told the port (the worker logs it
+    and reports it in ``/healthz``). Any other error (a bad address, a
+    privileged port) is raised.
+    """
+    try:
+        return metrics.serve(port, addr), None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or port == 0:
+            raise
+        reason = f"{addr}:{port}: {exc.strerror}"
+    return metrics.serve(0, addr), reason
 
 
 # ===================================================================== worker
@@ -668,6 +691,15 @@ class NotifierMetrics(_Metrics):
             ["unit", "notice"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "waterwatch_webhook_requests",
+            "Provider webhook requests (receipts, inbound SMS) by outcome: accepted, forged (bad signature), bad.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        for p in ("twilio", "sendgrid"):
+            for o in WEBHOOK_OUTCOMES:
+                self.webhooks.labels(p, o)
         for ch, providers in pairs.items():
             for p in providers:
                 self.in_doubt_deliveries.labels(ch, p)
@@ -684,6 +716,11 @@ class NotifierMetrics(_Metrics):
         self.deliveries.labels(ch, pr, self.outcome(outcome)).inc()
         if seconds is not None:
             self.send_duration.labels(ch, pr).observe(max(0.0, float(seconds)))
+
+    def webhook(self, provider: str, outcome: str) -> None:
+        """One provider webhook request: ``accepted``, ``forged`` (403) or ``bad`` (400)."""
+        if provider in ("twilio", "sendgrid") and outcome in WEBHOOK_OUTCOMES:
+            self.webhooks.labels(provider, outcome).inc()
 
     def in_doubt(self, channel: str, provider: str, count: int) -> None:
         """How many deliveries of this channel/provider are in doubt now."""

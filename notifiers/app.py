@@ -1,0 +1,696 @@
+"""``waterwatch notifier``: alerts in, messages out, each delivered once (in effect).
+
+    waterwatch.alerts ──► agent ``plan`` ──► waterwatch.notifier.jobs (key = recipient)
+    waterwatch.notifier.jobs ──► agent ``deliver`` (concurrency 1)
+          │  table ``deliveries`` (RocksDB + changelog, key = delivery id)
+          ├──► provider (Twilio / SendGrid / WeCom robot / console / file), in a thread pool
+          ├──► waterwatch.deliveries (one record per attempt, outcome and receipt)
+          └──► waterwatch.deadletter (given up, with the reason)
+    timer ──► ``due`` jobs for deliveries waiting (back-off, Retry-After, quiet hours, merge window)
+    /receipts/* (signed provider webhooks) ──► ``receipt`` jobs; inbound STOP/START ──► consent topic
+
+Jobs are keyed by recipient, so one agent owns everything sent to one phone,
+mailbox or WeCom robot: its rate limit, its merge window and its records
+(docs/decisions/0007-notifier.md). The transitions are computed by the pure
+:mod:`notifiers.delivery`; this module stores them, calls providers, and
+schedules. The intent of every provider call is in Kafka (producer flushed)
+before the call is made, so a crash between call and record leaves an
+``intent`` that the next reader turns into ``in_doubt``: reported, not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import faust
+from faust.web import View
+
+from notifiers import delivery as dv
+from notifiers.channels.base import Message, SendError, SendOutcome
+from notifiers.consent import ConsentBook, ConsentRecord
+from notifiers.ratelimit import TokenBucket, merge_markdown
+from notifiers.retry import useful_until
+from notifiers.routing import Routing, delivery_id
+from notifiers.templating import Rendered, Renderer, TemplateError
+from waterwatch import __version__
+from waterwatch.core.config import Config
+from waterwatch.masking import mask_text
+from waterwatch.metrics import NotifierMetrics
+from waterwatch.topics import ALERTS, DEADLETTER, DELIVERIES, TopicSpec
+
+log = logging.getLogger("waterwatch.notifier")
+
+APP_ID = "waterwatch-notifier"
+TABLE = "deliveries"
+CONSENT_TOPIC_SUFFIX = "consent"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class NotifierSettings:
+    bootstrap: str
+    partitions: int = 8
+    app_id: str = APP_ID
+    data_dir: Path = field(default_factory=lambda: Path(".waterwatch") / "notifier")
+    web_port: int = 6067
+    topic_prefix: str = "waterwatch"
+    timer_interval: float = 0.2
+    merge_window: float | None = None
+    """Seconds several WeCom alerts for one group wait to be merged (None: routing.yaml's value)."""
+    sink_file: Path | None = None
+    public_url: str = field(default_factory=lambda: os.environ.get("WATERWATCH_PUBLIC_URL", ""))
+    """Base URL providers call back (receipts); empty: no status callbacks are requested."""
+    metrics_port: int = field(default_factory=lambda: int(os.environ.get("WATERWATCH_NOTIFIER_METRICS_PORT", "9465")))
+    metrics_addr: str = field(default_factory=lambda: os.environ.get("WATERWATCH_METRICS_ADDR", "127.0.0.1"))
+    send_threads: int = 8
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    now: Callable[[], float] = time.time
+    crash_after_send: bool = field(default_factory=lambda: os.environ.get("WATERWATCH_TEST_CRASH_AFTER_SEND") == "1")
+    """Tests only: exit hard right after a provider call, before its outcome is recorded."""
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+    @property
+    def jobs_topic(self) -> str:
+        return f"{self.topic_prefix}.notifier.jobs"
+
+    @property
+    def deliveries_topic(self) -> str:
+        return f"{self.topic_prefix}.deliveries"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.topic_prefix}.deadletter"
+
+    @property
+    def consent_topic(self) -> str:
+        return f"{self.topic_prefix}.{CONSENT_TOPIC_SUFFIX}"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-{TABLE}-changelog"
+
+    def topic_specs(self) -> list[TopicSpec]:
+        n = self.partitions
+        return [
+            TopicSpec(self.alerts_topic, ALERTS.key, ALERTS.description, ALERTS.messages, n, ALERTS.configs),
+            TopicSpec(self.jobs_topic, "recipient key", "deliveries to make, due and receipt commands", ("Job",), n,
+                      {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+            TopicSpec(self.deliveries_topic, DELIVERIES.key, DELIVERIES.description, DELIVERIES.messages, None,
+                      DELIVERIES.configs),
+            TopicSpec(self.deadletter_topic, DEADLETTER.key, DEADLETTER.description, DEADLETTER.messages, 1,
+                      DEADLETTER.configs),
+            TopicSpec(self.consent_topic, "consent key (hash of the address)", "STOP/START per address and channel",
+                      ("ConsentRecord",), 1, {"cleanup.policy": "compact"}),
+            TopicSpec(self.changelog_topic, "delivery id", "changelog of the deliveries table", ("Delivery",), n,
+                      {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        ]  # fmt: skip
+
+
+class Pending:
+    """Deliveries waiting for a time, per partition: a heap with lazy deletion."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._entries: dict[str, tuple[float, str, int, str]] = {}  # id -> (at, recipient, partition, channel)
+        self.by_recipient: dict[str, set[str]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def set(self, d: dv.Delivery, partition: int) -> None:
+        self.discard(d.delivery_id)
+        if d.status != "waiting" or d.next_at is None:
+            return
+        self._entries[d.delivery_id] = (d.next_at, d.recipient_key, partition, d.channel)
+        self.by_recipient[d.recipient_key].add(d.delivery_id)
+        heapq.heappush(self._heap, (d.next_at, d.delivery_id))
+
+    def discard(self, delivery_id: str) -> None:
+        entry = self._entries.pop(delivery_id, None)
+        if entry is not None:
+            ids = self.by_recipient.get(entry[1])
+            if ids is not None:
+                ids.discard(delivery_id)
+                if not ids:
+                    del self.by_recipient[entry[1]]
+
+    def pop_due(self, now: float) -> list[tuple[str, str, int, float]]:
+        """(delivery id, recipient key, partition, at) of every entry due by ``now``; they leave the heap."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            at, did = heapq.heappop(self._heap)
+            entry = self._entries.get(did)
+            if entry is None or entry[0] != at:
+                continue
+            out.append((did, entry[1], entry[2], at))
+        return out
+
+    def drop_partitions(self, parts: AbstractSet[int]) -> int:
+        gone = [did for did, e in self._entries.items() if e[2] in parts]
+        for did in gone:
+            self.discard(did)
+        return len(gone)
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._entries.clear()
+        self.by_recipient.clear()
+
+
+class ConsentReader:
+    """Every instance reads the whole compacted consent topic into memory (a daemon thread)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.book = ConsentBook()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="consent-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def allowed(self, channel: str, address: str) -> bool:
+        try:
+            return self.book.allowed(channel, address)
+        except ValueError:  # an address that does not normalise: the provider will refuse it
+            return True
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        while not self._stop.is_set():
+            try:
+                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                         group_id=None, consumer_timeout_ms=500)  # fmt: skip
+                parts = consumer.partitions_for_topic(self.topic) or {0}
+                tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+                consumer.assign(tps)
+                consumer.seek_to_beginning(*tps)
+                end = consumer.end_offsets(tps)
+                while not self._stop.is_set():
+                    batch = consumer.poll(timeout_ms=500)
+                    for records in batch.values():
+                        for rec in records:
+                            self._apply(rec.key, rec.value)
+                    if not self.ready.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
+                        self.ready.set()
+                consumer.close()
+            except Exception as exc:  # broker away: keep trying, never stop the notifier
+                log.warning("consent reader: %s; retrying", type(exc).__name__)
+                self._stop.wait(2.0)
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return
+        try:
+            self.book.apply(ConsentRecord.from_json(value))
+        except ValueError:
+            log.warning("unreadable consent record skipped")
+
+
+class Notifier:
+    """The Faust app and what it keeps in memory (pending index, rate buckets, consent)."""
+
+    def __init__(self, settings: NotifierSettings, config: Config, routing: Routing, senders: Any,
+                 renderer: Renderer | None = None) -> None:  # fmt: skip
+        self.settings = settings
+        self.config = config
+        self.routing = routing
+        self.senders = senders
+        self.renderer = renderer or Renderer(units=config.units, policy=config.policy)
+        self.pending = Pending()
+        self.state = "starting"
+        self.rng = random.Random()
+        self.buckets: dict[str, TokenBucket] = {}
+        self.merge_window = settings.merge_window if settings.merge_window is not None else routing.wecom.merge_window
+        self.consent = ConsentReader(settings.bootstrap, settings.consent_topic)
+        self.pool = ThreadPoolExecutor(max_workers=settings.send_threads, thread_name_prefix="send")
+        self.metrics = NotifierMetrics.from_config(config)
+        self.metrics.build_info(__version__)
+        self.counters: dict[str, int] = defaultdict(int)
+        self.forged = 0
+        self.app = self._build()
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            self.state = state
+            log.info("notifier %s%s", state, f": {detail}" if detail else "")
+
+    # ------------------------------------------------------------------ app
+
+    def _build(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.bootstrap}",
+            store="rocksdb://",
+            datadir=str(s.data_dir),
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=True,
+            web_bind="127.0.0.1" if not os.environ.get("WATERWATCH_WEB_BIND") else os.environ["WATERWATCH_WEB_BIND"],
+            web_port=s.web_port,
+            web_host="127.0.0.1",
+            broker_commit_every=100,
+            broker_commit_interval=1.0,
+            table_standby_replicas=0,
+        )
+        alerts_t = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw")
+        jobs_t = app.topic(s.jobs_topic, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+        deliveries_t = app.topic(s.deliveries_topic, key_serializer="raw", value_serializer="raw")
+        deadletter_t = app.topic(s.deadletter_topic, key_serializer="raw", value_serializer="raw", partitions=1)
+        consent_t = app.topic(s.consent_topic, key_serializer="raw", value_serializer="raw", partitions=1)
+        table = app.Table(TABLE, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes,
+                          options={"block_cache_size": 8 << 20, "block_cache_compressed_size": 0,
+                                   "write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
+                                   "max_open_files": 256})  # fmt: skip
+        self.table, self.jobs_t, self.deliveries_t, self.deadletter_t = table, jobs_t, deliveries_t, deadletter_t
+        self.consent_t = consent_t
+        n = self
+
+        @app.agent(alerts_t, concurrency=1)
+        async def plan(stream: faust.StreamT[Any]) -> None:
+            async for value in stream:
+                await n.on_alert(value)
+
+        @app.agent(jobs_t, concurrency=1)
+        async def deliver(stream: faust.StreamT[Any]) -> None:
+            async for event in stream.events():
+                await n.on_job(event.key, event.value, event.message.partition)
+
+        @app.timer(interval=s.timer_interval, on_leader=False)
+        async def tick() -> None:
+            if n.state != "ready":
+                return
+            for did, recipient, _partition, at in n.pending.pop_due(s.now()):
+                await jobs_t.send(key=recipient.encode(), value=_job("due", id=did, at=at))
+
+        @app.timer(interval=10.0, on_leader=False)
+        async def gauges() -> None:
+            n._report_in_doubt()
+
+        @table.on_recover
+        async def recovered() -> None:
+            await n._rebuild()
+
+        @app.on_partitions_revoked.connect
+        async def revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+            parts = {tp.partition for tp in revoked if tp.topic == s.jobs_topic}
+            n.pending.drop_partitions(parts)
+            n._set_state("rebalancing", f"{len(parts)} partition(s) revoked")
+
+        @app.on_partitions_assigned.connect
+        async def assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+            n._set_state("recovering", f"partitions {sorted({tp.partition for tp in assigned})}")
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            ready = n.state == "ready"
+            return web.json({"status": n.state, "ready": ready, "pending": len(n.pending), **n.counters},
+                            status=200 if ready else 503)  # fmt: skip
+
+        from notifiers.receipts import install
+
+        install(app, self)
+        return app
+
+    # ------------------------------------------------------------- planning
+
+    async def on_alert(self, raw: bytes) -> None:
+        """Plan the deliveries of one alert: one ``deliver`` job per recipient and channel."""
+        now = self.settings.now()
+        try:
+            alert = json.loads(raw)
+            plan = self.routing.plan(alert)
+            until = useful_until(alert, self.routing.useful)
+        except Exception as exc:  # a bad alert must not stop planning: dead-letter it
+            self.counters["bad_alerts"] += 1
+            await self._deadletter(None, raw, "bad_alert", f"alert not routable: {mask_text(str(exc))[:300]}", now)
+            return
+        if plan.empty:
+            self.counters["unroutable"] += 1
+            await self._deadletter(None, raw, "no_recipient", "; ".join(plan.unresolved) or "nobody to tell", now)
+            return
+        for t in plan.targets:
+            d = dv.new(delivery_id=delivery_id(plan.alert_id, t.recipient_key, t.channel), alert=alert,
+                       recipient_key=t.recipient_key, channel=t.channel, address=t.address, language=t.language,
+                       role=t.role, urgent=plan.urgent, useful_until=until, now=now, mentions=t.mentions,
+                       fallback=t.fallback, fallback_address=t.fallback_address,
+                       fallback_key=t.fallback_key)  # fmt: skip
+            await self.jobs_t.send(
+                key=t.recipient_key.encode(), value=_job("deliver", delivery=json.loads(d.to_json()))
+            )
+        self.counters["alerts"] += 1
+        self.counters["planned"] += len(plan.targets)
+
+    # ------------------------------------------------------------- delivery
+
+    def _get(self, did: str) -> dv.Delivery | None:
+        raw = self.table.get(did.encode())
+        return None if raw is None else dv.Delivery.from_json(raw)
+
+    def _put(self, d: dv.Delivery, partition: int) -> None:
+        self.table[d.delivery_id.encode()] = d.to_json()
+        self.pending.set(d, partition)
+
+    async def on_job(self, key: bytes | None, raw: bytes, partition: int) -> None:
+        now = self.settings.now()
+        try:
+            job = json.loads(raw)
+            op = job["op"]
+        except (ValueError, KeyError, TypeError):
+            await self._deadletter(key, raw, "bad_job", "unreadable notifier job", now)
+            return
+        if op == "deliver":
+            d = dv.Delivery.from_json(json.dumps(job["delivery"]))
+            existing = self._get(d.delivery_id)
+            if existing is not None:
+                await self._seen_again(existing, partition, now)
+                return
+            await self._advance(d, partition, now)
+        elif op == "due":
+            d0 = self._get(job["id"])
+            if d0 is None:
+                return
+            if d0.status == "intent":
+                await self._seen_again(d0, partition, now)
+            elif d0.status == "waiting" and d0.next_at is not None and d0.next_at <= now + 0.001:
+                await self._advance(d0, partition, now)
+        elif op == "receipt":
+            d0 = self._get(job["id"])
+            if d0 is None:
+                self.counters["receipts_unknown"] += 1
+                return
+            d1 = dv.receipt(d0, now, str(job.get("status", "")), job.get("error"))
+            if d1 is not None:
+                self._put(d1, partition)
+                await self._record(d1, now)
+            self.counters["receipts"] += 1
+
+    async def _seen_again(self, d: dv.Delivery, partition: int, now: float) -> None:
+        if d.status == "intent":
+            d1 = dv.recover(d, now)
+            self._put(d1, partition)
+            await self._record(d1, now)
+            self.metrics.delivery(d.channel, self._provider(d.channel), "in_doubt")
+            self.counters["in_doubt"] += 1
+            log.warning("delivery %s (%s, %s) in doubt: the process stopped during the provider call; not re-sent",
+                        d.delivery_id, d.channel, d.recipient_key)  # fmt: skip
+        else:
+            self.metrics.delivery(d.channel, self._provider(d.channel), "skipped")
+            self.counters["duplicates"] += 1
+
+    def _provider(self, channel: str) -> str:
+        sender = self.senders.get(channel)
+        return getattr(sender, "provider", "console")
+
+    async def _advance(self, d: dv.Delivery, partition: int, now: float) -> None:
+        """Gates, then rate limit and merge, then the provider call."""
+        quiet = self.routing.quiet_hours("units")
+        quiet_until = quiet.release_at(now, False)
+        why = quiet.why(now) if quiet_until is not None else ""
+        allowed = self.consent.allowed(d.channel, d.address) if d.channel in ("sms", "email") else True
+        gates = dv.Gates(consent=allowed, quiet_until=quiet_until, quiet_reason=why)
+        g = dv.gate(d, now, gates)
+        if g.status != "ready":
+            self._put(g, partition)
+            await self._record(g, now)
+            if g.status == "waiting":
+                log.info("delivery %s held until %s: %s", g.delivery_id, _iso(g.next_at or now), g.reason)
+            elif g.status == "skipped":
+                self.metrics.delivery(d.channel, self._provider(d.channel), "skipped")
+            elif g.status == "expired":
+                await self._deadletter(d.recipient_key.encode(), d.to_json(), "expired", g.reason or "", now)
+            return
+        if d.urgent and quiet_until is not None:
+            log.info("delivery %s is urgent: sent during quiet hours (%s)", d.delivery_id, why)
+        group = [g]
+        if g.channel == "wecom":
+            # a fresh WeCom alert waits for the merge window; a due one takes every waiting one along
+            if g.created_at == d.created_at and d.status == "new" and self.merge_window > 0:
+                w = dv.wait(g, now, now + self.merge_window, "merge window")
+                self._put(w, partition)
+                return
+            others = [self._get(i) for i in sorted(self.pending.by_recipient.get(g.recipient_key, ()))]
+            group += [
+                o
+                for o in others
+                if o is not None
+                and o.status == "waiting"
+                and o.channel == "wecom"
+                and o.delivery_id != g.delivery_id
+                and o.reason in ("merge window", "rate limited")
+            ]
+            bucket = self.buckets.get(g.recipient_key)
+            if bucket is None:
+                bucket = self.buckets[g.recipient_key] = self.routing.wecom.bucket()
+            wait_s = bucket.take(now)
+            if wait_s > 0:
+                for m in group:
+                    self._put(dv.wait(m, now, now + wait_s, "rate limited"), partition)
+                self.counters["rate_limited_local"] += 1
+                return
+        await self._send(group, partition, now)
+
+    async def _send(self, group: list[dv.Delivery], partition: int, now: float) -> None:
+        lead = group[0]
+        try:
+            message = self._message(group)
+        except (TemplateError, ValueError, KeyError) as exc:
+            for m in group:
+                f = dv.failed(m, now, provider="template", action="permanent", at=None, error=str(exc)[:300])
+                self._put(f, partition)
+                await self._record(f, now)
+                await self._deadletter(m.recipient_key.encode(), m.to_json(), "template", f.error or "", now)
+            return
+        started = [dv.begin(m, now) for m in group]
+        for m in started:
+            self._put(m, partition)
+        await self.app.producer.flush()  # the intent is in Kafka before the provider is called
+        sender = self.senders[lead.channel]
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            outcome: SendOutcome | None = await loop.run_in_executor(self.pool, sender.send, message)
+            error: SendError | None = None
+        except SendError as exc:
+            outcome, error = None, exc
+        except Exception as exc:  # a sender bug is a transient failure, not a crash of the notifier
+            outcome, error = None, SendError("transient", type(exc).__name__, mask_text(str(exc))[:200],
+                                             provider=getattr(sender, "provider", "?"))  # fmt: skip
+        took = time.perf_counter() - t0
+        if self.settings.crash_after_send:
+            os._exit(17)
+        now = self.settings.now()
+        provider = getattr(sender, "provider", "console")
+        for m in started:
+            if error is None:
+                assert outcome is not None
+                r = dv.succeeded(m, now, outcome.provider, outcome.provider_id)
+                if m is not started[0]:
+                    r = dv.merged(r, now, lead.delivery_id)
+                self.metrics.delivery(m.channel, provider, "sent", took if m is started[0] else None)
+                self.counters["sent"] += 1
+            else:
+                r = await self._failure(m, error, now, partition)
+                self.metrics.delivery(m.channel, provider, _outcome_label(r.status), took if m is started[0] else None)
+            self._put(r, partition)
+            await self._record(r, now)
+
+    async def _failure(self, m: dv.Delivery, err: SendError, now: float, partition: int) -> dv.Delivery:
+        detail = f"{err.code}: {err.detail}"[:300]
+        limited = m.rate_limited + (1 if err.kind == "rate_limited" else 0)
+        policy = self.routing.retry_policy(m.channel)
+        decision = policy.decide(err.kind, m.attempt, now, err.retry_after, m.useful_until, self.rng,
+                                 rate_limited=limited)  # fmt: skip
+        action: str = decision.action
+        at = decision.at
+        if action == "fallback" and not (m.fallback and m.fallback_address and m.fallback_key):
+            action = "give_up"
+        if action == "give_up" and err.kind == "permanent":
+            action = "permanent"
+        r = dv.failed(m, now, provider=err.provider, action=action, at=at, error=detail,
+                      counts=err.kind != "rate_limited")  # fmt: skip
+        r = replace(r, rate_limited=limited)
+        self.counters[f"error_{err.kind}"] += 1
+        if r.status == "fallen_back":
+            await self._fallback(r, now)
+        elif r.status == "dead":
+            await self._deadletter(m.recipient_key.encode(), r.to_json(), "delivery_failed",
+                                   f"gave up after {r.attempt} attempt(s): {detail}", now)  # fmt: skip
+        elif r.status == "failed":
+            log.warning("delivery %s failed permanently (%s)", m.delivery_id, detail)
+        return r
+
+    async def _fallback(self, d: dv.Delivery, now: float) -> None:
+        assert d.fallback and d.fallback_address and d.fallback_key
+        f = dv.new(delivery_id=delivery_id(d.alert_id, d.fallback_key, d.fallback), alert=d.alert,
+                   recipient_key=d.fallback_key, channel=d.fallback, address=d.fallback_address, language=d.language,
+                   role=d.role, urgent=d.urgent, useful_until=d.useful_until, now=now,
+                   fallback_of=d.delivery_id)  # fmt: skip
+        log.info("delivery %s falls back from %s to %s", d.delivery_id, d.channel, f.channel)
+        await self.jobs_t.send(key=f.recipient_key.encode(), value=_job("deliver", delivery=json.loads(f.to_json())))
+
+    def _message(self, group: list[dv.Delivery]) -> Message:
+        lead = group[0]
+        channel = lead.channel if lead.channel in ("sms", "email", "wecom") else "sms"
+        rendered = self.renderer.render(lead.alert, channel, lead.language)
+        if len(group) > 1:
+            parts = [rendered.markdown or ""] + [
+                self.renderer.render(m.alert, "wecom", m.language).markdown or "" for m in group[1:]
+            ]
+            merged = merge_markdown(parts, self.routing.wecom.max_bytes, lead.language)
+            rendered = replace(rendered, markdown=merged[0])
+        callback = None
+        if self.settings.public_url and lead.channel == "sms":
+            query = urlencode({"d": lead.delivery_id, "r": lead.recipient_key})
+            callback = f"{self.settings.public_url.rstrip('/')}/receipts/twilio/status?{query}"
+        mentions: list[str] = []
+        for m in group:
+            mentions += [x for x in m.mentions if x not in mentions]
+        return Message(delivery_id=lead.delivery_id, channel=lead.channel,  # type: ignore[arg-type]
+                       to=lead.address, language=lead.language, rendered=rendered, recipient_key=lead.recipient_key,
+                       mentions=tuple(mentions), status_callback=callback,
+                       custom_args={"delivery_id": lead.delivery_id, "recipient_key": lead.recipient_key})  # fmt: skip
+
+    # -------------------------------------------------------------- outputs
+
+    async def _record(self, d: dv.Delivery, now: float) -> None:
+        """One record on ``waterwatch.deliveries`` (recipient masked)."""
+        status = "failed" if d.status == "waiting" and d.reason == "retry" else _record_status(d.status)
+        if status is None:
+            return
+        rec = {"delivery_id": d.delivery_id, "alert_id": d.alert_id, "channel": d.channel,
+               "recipient": d.recipient_key, "attempt": d.attempt, "status": status,
+               "provider_id": d.provider_id, "error": d.error, "at": _iso(now),
+               "kind": d.kind, "reason": d.reason}  # fmt: skip
+        await self.deliveries_t.send(key=d.delivery_id.encode(), value=json.dumps(rec, ensure_ascii=False).encode())
+
+    async def _deadletter(self, key: bytes | None, raw: bytes, error: str, reason: str, now: float) -> None:
+        import base64
+
+        self.counters["deadletters"] += 1
+        rec = {"reason": reason, "error": error, "source_topic": self.settings.jobs_topic, "partition": None,
+               "offset": None, "key_b64": base64.b64encode(key).decode() if key else None,
+               "value_b64": base64.b64encode(raw).decode(), "rejected_at": _iso(now)}  # fmt: skip
+        await self.deadletter_t.send(key=key, value=json.dumps(rec).encode())
+
+    def _report_in_doubt(self) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for _k, raw in self.table.items():
+            if raw and b'"status":"in_doubt"' in raw:
+                counts[json.loads(raw)["channel"]] += 1
+        for ch in ("sms", "email", "wecom"):
+            self.metrics.in_doubt(ch, self._provider(ch), counts.get(ch, 0))
+
+    async def _rebuild(self) -> None:
+        """After recovery: waiting deliveries back into the pending index; intents become due now."""
+        self.pending.clear()
+        now = self.settings.now()
+        waiting = intents = 0
+        assigned = self._assigned_partitions()
+        for i, (_k, raw) in enumerate(self.table.items()):
+            if raw is None or (b'"status":"waiting"' not in raw and b'"status":"intent"' not in raw):
+                continue
+            d = dv.Delivery.from_json(raw)
+            partition = _partition_for(d.recipient_key.encode(), self.settings.partitions)
+            if assigned and partition not in assigned:
+                continue
+            if d.status == "intent":
+                d = replace(d, status="waiting", next_at=now)  # only in the index: the job turns it in_doubt
+                intents += 1
+                self.pending._entries[d.delivery_id] = (now, d.recipient_key, partition, d.channel)
+                heapq.heappush(self.pending._heap, (now, d.delivery_id))
+            else:
+                self.pending.set(d, partition)
+                waiting += 1
+            if i % 1000 == 999:
+                await asyncio.sleep(0)
+        self._set_state("ready", f"{waiting} deliveries waiting, {intents} interrupted during a provider call")
+
+    def _assigned_partitions(self) -> set[int]:
+        try:
+            return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.jobs_topic}
+        except Exception:
+            return set()
+
+
+def _job(op: str, **fields: Any) -> bytes:
+    return json.dumps({"op": op, **fields}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _partition_for(key: bytes, partitions: int) -> int:
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_RECORD_STATUS = {"waiting": None, "new": None, "ready": None, "intent": "intent", "sent": "sent",
+                  "delivered": "delivered", "undelivered": "failed", "failed": "permanent_failure",
+                  "fallen_back": "failed", "dead": "failed", "skipped": "skipped", "expired": "skipped",
+                  "in_doubt": "in_doubt"}  # fmt: skip
+
+
+def _record_status(status: str) -> str | None:
+    return _RECORD_STATUS.get(status)
+
+
+def _outcome_label(status: str) -> str:
+    return {"waiting": "retried", "failed": "failed", "fallen_back": "failed", "dead": "dead_lettered"}.get(
+        status, "failed"
+    )
+
+
+def run_notifier(settings: NotifierSettings, config: Config, routing: Routing, loglevel: str = "INFO") -> None:
+    """Create the topics, pick the channels from the environment, then run until stopped."""
+    from notifiers.channels import build_senders
+    from waterwatch.admin import ensure_topics
+
+    ensure_topics(settings.bootstrap, settings.topic_specs())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    senders = build_senders(settings.env, sink_file=settings.sink_file)
+    for line in senders.describe():
+        log.info("channel %s", line)
+    n = Notifier(settings, config, routing, senders)
+    n.consent.start()
+    if settings.metrics_port:
+        try:
+            n.metrics.serve(settings.metrics_port, settings.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
+        except OSError as exc:
+            log.warning("metrics page not served: %s:%d: %s (set --metrics-port)", settings.metrics_addr,
+                        settings.metrics_port, exc.strerror)  # fmt: skip
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    faust.Worker(n.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+__all__ = ["Notifier", "NotifierSettings", "Pending", "Rendered", "View", "run_notifier"]

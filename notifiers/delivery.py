@@ -1,0 +1,227 @@
+"""The delivery state machine: one record per (alert, recipient, channel).
+
+Theory of operation
+===================
+
+A *delivery* is one alert to one recipient on one channel. Its id is
+``delivery_id(alert_id, recipient_key, channel)``, so an alert read twice plans
+the same deliveries twice and the second plan finds the first record
+(DESIGN.md principle 3). The record lives in the notifier's ``deliveries``
+table; this module only computes transitions: no I/O, no clock, ``now`` is a
+parameter (epoch seconds).
+
+States::
+
+    new ──gates──► waiting ──due──► (gates again) ──► intent ──► sent ──receipt──► delivered
+     │               ▲                                   │   └──────────receipt──► undelivered
+     │               └────── retry / rate limited ───────┤
+     │                                                   ├──► failed      permanent error
+     │                                                   ├──► fallen_back another channel takes over
+     │                                                   └──► dead        gave up (dead-lettered)
+     ├──► skipped       opted out, or nothing to send
+     └──► expired       no longer useful before it could be sent
+    intent found when a job is read again (crash between call and record) ──► in_doubt
+
+*Gates*, in order, decide whether a delivery may be sent now: usefulness
+(``useful_until`` passed → ``expired``), consent (opted out → ``skipped``),
+quiet hours (non-urgent → ``waiting`` until the window ends). Rate limits and
+the WeCom merge window are applied by the shell, which knows the other
+deliveries of the same recipient; they also end in ``waiting``.
+
+*Intent before the call.* :func:`begin` moves a record to ``intent`` and counts
+the attempt; the shell stores it durably *before* calling the provider and
+stores the outcome (:func:`succeeded` / :func:`failed`) after. A job that finds
+its record in ``intent`` means the process died in between: the outcome is
+unknown, so the record becomes ``in_doubt`` (:func:`recover`) and is reported,
+never silently re-sent or dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+TERMINAL = frozenset({"sent", "delivered", "undelivered", "failed", "fallen_back", "dead", "skipped", "expired",
+                      "in_doubt"})  # fmt: skip
+"""States after which the record never changes again (receipts aside: ``sent`` → ``delivered``)."""
+
+RECEIPT_FINAL_OK = frozenset({"delivered", "read"})
+RECEIPT_FINAL_BAD = frozenset({"undelivered", "failed", "bounce", "dropped", "blocked", "spamreport"})
+
+
+@dataclass
+class Delivery:
+    """One delivery record (JSON in the ``deliveries`` table)."""
+
+    delivery_id: str
+    alert_id: str
+    recipient_key: str
+    channel: str
+    address: str
+    """Clear phone / e-mail / WeCom robot env-var name: never logged, see :meth:`masked`."""
+    language: str
+    role: str
+    urgent: bool
+    useful_until: float
+    alert: dict[str, Any]
+    """The alert CloudEvent (rendered when the delivery is sent)."""
+    mentions: list[str] = field(default_factory=list)
+    fallback: str | None = None
+    fallback_address: str | None = None
+    fallback_key: str | None = None
+    fallback_of: str | None = None
+    status: str = "new"
+    attempt: int = 0
+    """Provider calls made."""
+    failures: int = 0
+    rate_limited: int = 0
+    """Attempts answered "slow down" (they count less towards giving up)."""
+    next_at: float | None = None
+    reason: str | None = None
+    provider: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    merged_into: str | None = None
+    """WeCom: the delivery whose message carried this one."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Delivery:
+        data = json.loads(raw)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @property
+    def kind(self) -> str:
+        """``alert.overdue``, ``notice.pre_outage`` ...: what was delivered (for records and logs)."""
+        etype = str(self.alert.get("type", ""))
+        if etype == "notice.due":
+            return f"notice.{(self.alert.get('data') or {}).get('notice')}"
+        return etype
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What the shell knows about the recipient right now."""
+
+    consent: bool = True
+    quiet_until: float | None = None
+    """End of the quiet window the recipient is in (None: not quiet, or urgent)."""
+    quiet_reason: str = ""
+
+
+def _at(d: Delivery, now: float, **changes: Any) -> Delivery:
+    return replace(d, updated_at=now, **changes)
+
+
+def new(
+    *,
+    delivery_id: str,
+    alert: Mapping[str, Any],
+    recipient_key: str,
+    channel: str,
+    address: str,
+    language: str,
+    role: str,
+    urgent: bool,
+    useful_until: float,
+    now: float,
+    mentions: list[str] | tuple[str, ...] = (),
+    fallback: str | None = None,
+    fallback_address: str | None = None,
+    fallback_key: str | None = None,
+    fallback_of: str | None = None,
+) -> Delivery:
+    data = alert.get("data") or {}
+    return Delivery(
+        delivery_id=delivery_id,
+        alert_id=str(data.get("alert_id") or alert.get("id") or ""),
+        recipient_key=recipient_key,
+        channel=channel,
+        address=address,
+        language=language,
+        role=role,
+        urgent=urgent,
+        useful_until=useful_until,
+        alert=dict(alert),
+        mentions=list(mentions),
+        fallback=fallback,
+        fallback_address=fallback_address,
+        fallback_key=fallback_key,
+        fallback_of=fallback_of,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def gate(d: Delivery, now: float, gates: Gates) -> Delivery:
+    """Apply the gates: the record comes back ``expired``, ``skipped``, ``waiting`` or ``ready``."""
+    if now > d.useful_until:
+        return _at(d, now, status="expired", next_at=None, reason="no longer useful when it could be sent")
+    if not gates.consent:
+        return _at(d, now, status="skipped", next_at=None, reason="recipient opted out of this channel")
+    if gates.quiet_until is not None and not d.urgent and gates.quiet_until > now:
+        return _at(d, now, status="waiting", next_at=gates.quiet_until, reason=gates.quiet_reason or "quiet hours")
+    return _at(d, now, status="ready", next_at=None, reason=None)
+
+
+def wait(d: Delivery, now: float, until: float, reason: str) -> Delivery:
+    """Hold the delivery until ``until`` (rate limit, merge window)."""
+    return _at(d, now, status="waiting", next_at=until, reason=reason)
+
+
+def begin(d: Delivery, now: float) -> Delivery:
+    """About to call the provider: store this durably first."""
+    return _at(d, now, status="intent", attempt=d.attempt + 1, next_at=None)
+
+
+def succeeded(d: Delivery, now: float, provider: str, provider_id: str | None) -> Delivery:
+    return _at(d, now, status="sent", provider=provider, provider_id=provider_id, error=None, reason=None)
+
+
+def failed(
+    d: Delivery, now: float, *, provider: str, action: str, at: float | None, error: str, counts: bool = True
+) -> Delivery:
+    """The provider call failed; ``action`` is the retry decision: retry, give_up, fallback, permanent."""
+    failures = d.failures + (1 if counts else 0)
+    if action == "retry" and at is not None:
+        return _at(d, now, status="waiting", next_at=at, provider=provider, error=error, failures=failures,
+                   reason="retry")  # fmt: skip
+    if action == "fallback":
+        return _at(d, now, status="fallen_back", provider=provider, error=error, failures=failures,
+                   reason=f"fallback to {d.fallback}")  # fmt: skip
+    if action == "permanent":
+        return _at(d, now, status="failed", provider=provider, error=error, failures=failures,
+                   reason="permanent error")  # fmt: skip
+    return _at(d, now, status="dead", provider=provider, error=error, failures=failures, reason="gave up")
+
+
+def recover(d: Delivery, now: float) -> Delivery:
+    """A job found this record in ``intent``: the outcome of the call is unknown."""
+    return _at(d, now, status="in_doubt", reason="process stopped between the provider call and its record")
+
+
+def merged(d: Delivery, now: float, into: str) -> Delivery:
+    """Carried by another delivery's message (WeCom merge); its outcome follows that one."""
+    return _at(d, now, merged_into=into)
+
+
+def receipt(d: Delivery, now: float, status: str, error: str | None = None) -> Delivery | None:
+    """A provider receipt; ``None`` when it changes nothing (unknown status, record not sent yet)."""
+    if d.status not in ("sent", "delivered", "undelivered", "in_doubt"):
+        return None
+    if status in RECEIPT_FINAL_OK:
+        return _at(d, now, status="delivered", error=None)
+    if status in RECEIPT_FINAL_BAD:
+        return _at(d, now, status="undelivered", error=error or status)
+    return None
