@@ -71,7 +71,7 @@ class NotifierSettings:
     partitions: int = 8
     app_id: str = APP_ID
     data_dir: Path = field(default_factory=lambda: Path(".waterwatch") / "notifier")
-    web_port: int = 6067
+    web_port: int = 6068
     topic_prefix: str = "waterwatch"
     timer_interval: float = 0.2
     merge_window: float | None = None
@@ -690,7 +690,7 @@ def run_notifier(settings: NotifierSettings, config: Config, routing: Routing, l
             log.warning("metrics page not served: %s:%d: %s (set --metrics-port)", settings.metrics_addr,
                         settings.metrics_port, exc.strerror)  # fmt: skip
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    faust.Worker(n.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust.Worker(n.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 __all__ = ["Notifier", "NotifierSettings", "Pending", "Rendered", "View", "run_notifier"]

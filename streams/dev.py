@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -83,6 +85,7 @@ def run_live(
     from waterwatch.admin import ensure_topics
 
     settings = WorkerSettings(bootstrap=bootstrap, app_id="waterwatch-dev", data_dir=data_dir, web_port=web_port)
+    data_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(bootstrap, settings.topic_specs())
     worker = Worker(settings, config)
     app = worker.app
@@ -122,3 +125,18 @@ def run_live(
         timer.daemon = True
         timer.start()
     faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def start_notifier(bootstrap: str, config_dir: Path | None) -> subprocess.Popen[bytes]:
+    """``waterwatch notifier`` beside the live demo, sharing this terminal.
+
+    Without provider credentials in the environment it delivers to the console:
+    the SMS, e-mail and WeCom texts residents and units would get print here.
+    """
+    cmd = [sys.executable, "-m", "waterwatch.cli", "notifier", "--app-id", "waterwatch-dev-notifier",
+           "--data-dir", str(Path(".waterwatch") / "dev-notifier"), "--web-port", "6068",
+           "--metrics-port", "0", "--loglevel", "warning"]  # fmt: skip
+    if config_dir is not None:
+        cmd += ["--config", str(config_dir)]
+    env = {**os.environ, "WATERWATCH_KAFKA": bootstrap, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

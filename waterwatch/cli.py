@@ -20,6 +20,7 @@ from waterwatch import __version__
 from waterwatch.cli_deadletter import deadletter_app
 from waterwatch.cli_kafka import kafka_app
 from waterwatch.cli_publish import publish as publish_command
+from waterwatch.cli_residents import residents_app
 from waterwatch.core.errors import ConfigError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafk
 app.command("publish")(publish_command)
 app.add_typer(templates_app, name="templates", help="Message templates: check them all before they are needed.")
 app.add_typer(deadletter_app, name="deadletter", help="Rejected input: list it (masked) and re-drive it after a fix.")
+app.add_typer(residents_app, name="residents", help="The resident directory: import households from CSV.")
 policy_app = typer.Typer(help="The policy: every rule as data (config/policy.yaml).", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 schemas_app = typer.Typer(help="JSON Schemas and the AsyncAPI document in schemas/.", no_args_is_help=True)
@@ -345,6 +347,9 @@ def dev(
     time_scale: Annotated[float, typer.Option("--time-scale", help="Live demo: policy durations / N")] = 720.0,
     seconds: Annotated[float | None, typer.Option("--for", help="Live demo: stop after this many seconds")] = None,
     web_port: Annotated[int, typer.Option(help="Port of the worker's /healthz (127.0.0.1)")] = 6067,
+    notify: Annotated[
+        bool, typer.Option("--notify/--no-notify", help="Live demo: also run the notifier (console delivery)")
+    ] = True,
     config: ConfigOpt = None,
 ) -> None:
     """The embedded default: local Kafka, the stream processor and console delivery, with a live demo.
@@ -376,12 +381,23 @@ def dev(
                 f"published to waterwatch.alerts ({summary.rejected_events} rejected) in {summary.seconds:.1f} s"
             )
         else:
-            from streams.dev import run_live
+            from streams.dev import run_live, start_notifier
 
+            notifier_proc = start_notifier(st.bootstrap, config) if notify else None
             out.print("stream processor starting; alerts print below as they fire (Ctrl-C stops)")
-            run_live(cfg, st.bootstrap, time_scale=time_scale, seconds=seconds,
-                     data_dir=Path(".waterwatch") / "dev", web_port=web_port,
-                     echo=lambda line: out.print(line, highlight=False))  # fmt: skip
+            if notifier_proc is not None:
+                out.print("notifier starting: the messages it delivers print below (console delivery)")
+            try:
+                run_live(cfg, st.bootstrap, time_scale=time_scale, seconds=seconds,
+                         data_dir=Path(".waterwatch") / "dev", web_port=web_port,
+                         echo=lambda line: out.print(line, highlight=False))  # fmt: skip
+            finally:
+                if notifier_proc is not None:
+                    notifier_proc.terminate()
+                    try:
+                        notifier_proc.wait(timeout=30)
+                    except Exception:
+                        notifier_proc.kill()
     except (BrokerUnavailable, TopicMismatch) as exc:
         raise _fail(str(exc)) from None
     if not st.external:
@@ -430,7 +446,7 @@ def worker(
 @app.command()
 def notifier(
     partitions: Annotated[int, typer.Option(help="Partitions of the notifier's job topic")] = 8,
-    web_port: Annotated[int, typer.Option(help="Port of /healthz and the provider webhooks /receipts/*")] = 6067,
+    web_port: Annotated[int, typer.Option(help="Port of /healthz and the provider webhooks /receipts/*")] = 6068,
     data_dir: Annotated[Path, typer.Option(help="Local RocksDB state (the deliveries table)")] = Path(
         ".waterwatch/notifier"
     ),
@@ -445,6 +461,7 @@ def notifier(
         int | None,
         typer.Option(help="Prometheus /metrics port (env WATERWATCH_NOTIFIER_METRICS_PORT, default 9465; 0: off)"),
     ] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error")] = "info",
     config: ConfigOpt = None,
 ) -> None:
     """Deliver alerts: SMS (Twilio), e-mail (SendGrid), the warning group (WeCom robot), or the console.
@@ -470,7 +487,7 @@ def notifier(
     if metrics_port is not None:
         settings.metrics_port = metrics_port
     try:
-        run_notifier(settings, cfg, routing)
+        run_notifier(settings, cfg, routing, loglevel=loglevel.upper())
     except (BrokerUnavailable, TopicMismatch) as exc:
         raise _fail(str(exc)) from None
 
