@@ -1,0 +1,84 @@
+"""The delivery state machine (notifiers/delivery.py): gates, attempts, outcomes, in-doubt, receipts."""
+
+from __future__ import annotations
+
+import pytest
+
+from notifiers import delivery as dv
+
+NOW = 1_800_000_000.0
+ALERT = {"type": "alert.warning", "id": "a1", "data": {"alert_id": "a1", "level": "warning"}}
+
+
+def make(**kw: object) -> dv.Delivery:
+    args: dict[str, object] = dict(delivery_id="d1", alert=ALERT, recipient_key="unit:runda:duty", channel="sms",
+                                   address="+8613800000010", language="zh", role="unit", urgent=False,
+                                   useful_until=NOW + 3600, now=NOW)  # fmt: skip
+    args.update(kw)
+    return dv.new(**args)  # type: ignore[arg-type]
+
+
+def test_a_new_delivery_passes_open_gates_and_records_the_alert_id() -> None:
+    d = dv.gate(make(), NOW, dv.Gates())
+    assert d.status == "ready" and d.alert_id == "a1" and d.kind == "alert.warning"
+
+
+def test_an_expired_delivery_is_not_sent() -> None:
+    assert dv.gate(make(useful_until=NOW - 1), NOW, dv.Gates()).status == "expired"
+
+
+def test_an_opted_out_recipient_is_skipped_even_when_urgent() -> None:
+    d = dv.gate(make(urgent=True), NOW, dv.Gates(consent=False))
+    assert d.status == "skipped" and "opted out" in (d.reason or "")
+
+
+def test_quiet_hours_hold_non_urgent_and_pass_urgent() -> None:
+    held = dv.gate(make(), NOW, dv.Gates(quiet_until=NOW + 600, quiet_reason="quiet hours 22:00-07:00"))
+    assert held.status == "waiting" and held.next_at == NOW + 600 and held.reason == "quiet hours 22:00-07:00"
+    assert dv.gate(make(urgent=True), NOW, dv.Gates(quiet_until=NOW + 600)).status == "ready"
+
+
+def test_begin_counts_the_attempt_and_success_records_the_provider_id() -> None:
+    d = dv.begin(dv.gate(make(), NOW, dv.Gates()), NOW)
+    assert d.status == "intent" and d.attempt == 1
+    s = dv.succeeded(d, NOW + 1, "twilio", "SM123")
+    assert s.status == "sent" and s.provider_id == "SM123" and s.terminal
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [("retry", "waiting"), ("fallback", "fallen_back"), ("permanent", "failed"), ("give_up", "dead")],
+)
+def test_failures_follow_the_retry_decision(action: str, status: str) -> None:
+    d = dv.begin(make(fallback="email"), NOW)
+    f = dv.failed(d, NOW, provider="twilio", action=action, at=NOW + 5 if action == "retry" else None, error="x")
+    assert f.status == status and f.failures == 1
+    assert (f.next_at == NOW + 5) if action == "retry" else f.terminal
+
+
+def test_a_rate_limited_failure_does_not_count_as_a_failure() -> None:
+    f = dv.failed(dv.begin(make(), NOW), NOW, provider="twilio", action="retry", at=NOW + 1, error="429", counts=False)
+    assert f.failures == 0 and f.status == "waiting"
+
+
+def test_an_intent_found_again_is_in_doubt_and_a_receipt_settles_it() -> None:
+    d = dv.recover(dv.begin(make(), NOW), NOW + 30)
+    assert d.status == "in_doubt" and d.terminal
+    r = dv.receipt(d, NOW + 40, "delivered")
+    assert r is not None and r.status == "delivered"
+
+
+def test_receipts_only_change_sent_records() -> None:
+    waiting = dv.wait(make(), NOW, NOW + 5, "merge window")
+    assert dv.receipt(waiting, NOW, "delivered") is None
+    sent = dv.succeeded(dv.begin(make(), NOW), NOW, "twilio", "SM1")
+    assert dv.receipt(sent, NOW, "queued") is None  # not final
+    bad = dv.receipt(sent, NOW, "undelivered", "30003")
+    assert bad is not None and bad.status == "undelivered" and bad.error == "30003"
+
+
+def test_the_record_round_trips_through_json() -> None:
+    d = dv.failed(dv.begin(make(mentions=["13800000011"]), NOW), NOW, provider="twilio", action="retry",
+                  at=NOW + 9, error="503")  # fmt: skip
+    assert dv.Delivery.from_json(d.to_json()) == d
+    assert dv.Delivery.from_json(d.to_json().replace(b'"status"', b'"unknown_field":1,"status"')) == d
