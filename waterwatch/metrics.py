@@ -700,6 +700,12 @@ class NotifierMetrics(_Metrics):
         for p in ("twilio", "sendgrid"):
             for o in WEBHOOK_OUTCOMES:
                 self.webhooks.labels(p, o)
+        # every unit's notice series from zero, so that increase() counts the first notice
+        for u in self.unit:
+            self.notice_lead_time.labels(u)
+            for kind in (n.value for n in NoticeKind):
+                self.households_targeted.labels(u, kind)
+                self.households_reached.labels(u, kind)
         for ch, providers in pairs.items():
             for p in providers:
                 self.in_doubt_deliveries.labels(ch, p)
