@@ -42,6 +42,7 @@ import faust
 from faust.web import View
 
 from notifiers import delivery as dv
+from notifiers import fanout as fo
 from notifiers.channels.base import Message, SendError, SendOutcome
 from notifiers.consent import ConsentBook, ConsentRecord
 from notifiers.ratelimit import TokenBucket, merge_markdown
@@ -52,7 +53,7 @@ from waterwatch import __version__
 from waterwatch.core.config import Config
 from waterwatch.masking import mask_text
 from waterwatch.metrics import NotifierMetrics
-from waterwatch.topics import ALERTS, DEADLETTER, DELIVERIES, TopicSpec
+from waterwatch.topics import ALERTS, DEADLETTER, DELIVERIES, RESIDENTS, TopicSpec
 
 log = logging.getLogger("waterwatch.notifier")
 
@@ -108,6 +109,10 @@ class NotifierSettings:
         return f"{self.topic_prefix}.{CONSENT_TOPIC_SUFFIX}"
 
     @property
+    def residents_topic(self) -> str:
+        return f"{self.topic_prefix}.residents"
+
+    @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-{TABLE}-changelog"
 
@@ -123,6 +128,7 @@ class NotifierSettings:
                       DEADLETTER.configs),
             TopicSpec(self.consent_topic, "consent key (hash of the address)", "STOP/START per address and channel",
                       ("ConsentRecord",), 1, {"cleanup.policy": "compact"}),
+            replace(RESIDENTS, name=self.residents_topic),
             TopicSpec(self.changelog_topic, "delivery id", "changelog of the deliveries table", ("Delivery",), n,
                       {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         ]  # fmt: skip
@@ -251,6 +257,9 @@ class Notifier:
         self.buckets: dict[str, TokenBucket] = {}
         self.merge_window = settings.merge_window if settings.merge_window is not None else routing.wecom.merge_window
         self.consent = ConsentReader(settings.bootstrap, settings.consent_topic)
+        self.residents = fo.ResidentsReader(settings.bootstrap, settings.residents_topic)
+        self.notices: dict[str, fo.Progress] = {}
+        """Resident notices this instance expanded or delivers for (progress, coverage)."""
         self.pool = ThreadPoolExecutor(max_workers=settings.send_threads, thread_name_prefix="send")
         self.metrics = NotifierMetrics.from_config(config)
         self.metrics.build_info(__version__)
@@ -318,6 +327,10 @@ class Notifier:
         async def gauges() -> None:
             n._report_in_doubt()
 
+        @app.timer(interval=5.0, on_leader=False)
+        async def notice_progress() -> None:
+            n._report_notices()
+
         @table.on_recover
         async def recovered() -> None:
             await n._rebuild()
@@ -334,8 +347,11 @@ class Notifier:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            ready = n.state == "ready"
-            return web.json({"status": n.state, "ready": ready, "pending": len(n.pending), **n.counters},
+            directory = n.residents.ready.is_set()
+            ready = n.state == "ready" and directory
+            status = n.state if directory or n.state != "ready" else "loading residents"
+            return web.json({"status": status, "ready": ready, "pending": len(n.pending),
+                             "households": len(n.residents.directory), **n.counters},
                             status=200 if ready else 503)  # fmt: skip
 
         from notifiers.receipts import install
@@ -371,6 +387,66 @@ class Notifier:
             )
         self.counters["alerts"] += 1
         self.counters["planned"] += len(plan.targets)
+        if plan.residents:
+            await self._fan_out(alert, plan.alert_id, until, now)
+
+    async def _fan_out(self, alert: dict[str, Any], alert_id: str, until: float, now: float) -> None:
+        """One ``deliver`` job per household of the outage area and channel, keyed ``resident:{account}``.
+
+        Streams the sorted account list and yields to the loop regularly; the
+        producer is flushed before returning, so the alert's offset is committed
+        only once every job is in Kafka.  Re-reading the alert plans the same
+        delivery ids: the deliver agent skips those it already has.
+        """
+        area = fo.outage_area(alert)
+        if area is None:
+            self.counters["notices_without_area"] += 1
+            await self._deadletter(None, json.dumps(alert, ensure_ascii=False).encode(), "no_area",
+                                   "resident notice without context.area", now)  # fmt: skip
+            return
+        if not self.residents.ready.is_set():
+            log.info("notice %s waits for the resident directory to catch up", alert_id)
+            while not self.residents.ready.is_set():
+                await asyncio.sleep(0.2)
+        kind = fo.notice_kind(alert)
+        urgent = fo.is_urgent(kind)
+        t0 = time.perf_counter()
+        accounts = self.residents.accounts(area)
+        held, why = fo.quiet_gate(alert, self.routing.quiet_hours("residents"), now)
+        if why:
+            log.info("notice %s: %s%s", alert_id, why, f" (held until {_iso(held)})" if held is not None else "")
+        prog = self.notices.get(alert_id)
+        first = prog is None or not prog.expanded
+        if prog is None:
+            prog = self.notices[alert_id] = fo.Progress(alert_id, fo.unit_of(alert), kind, fo.starts_at(alert))
+        households = jobs = 0
+        last = None
+        counted = False
+        for i, r in enumerate(fo.expand(self.residents.directory, accounts)):
+            if r.account != last:
+                last, counted = r.account, False
+            if r.consent and not counted:
+                households += 1
+                counted = True
+            key = fo.recipient_key(r.account)
+            d = dv.new(delivery_id=delivery_id(alert_id, key, r.channel), alert=alert, recipient_key=key,
+                       channel=r.channel, address=r.address, language=r.language, role=fo.ROLE, urgent=urgent,
+                       useful_until=until, now=now)  # fmt: skip
+            await self.jobs_t.send(key=key.encode(), value=b'{"op":"deliver","delivery":' + d.to_json() + b"}")
+            jobs += 1
+            if i % 500 == 499:
+                await asyncio.sleep(0)
+        await self.app.producer.flush()
+        prog.households, prog.jobs, prog.expanded = households, jobs, True
+        took = time.perf_counter() - t0
+        if first:
+            self.metrics.households_targeted.labels(self.metrics.unit(prog.unit), self.metrics.notice(kind)).inc(
+                prog.households
+            )
+        self.counters["notices"] += 1
+        self.counters["resident_jobs"] += jobs
+        log.info("notice %s (%s): %d households in the area, %d targeted, %d jobs planned in %.1f s",
+                 alert_id, kind, len(accounts), households, jobs, took)  # fmt: skip
 
     # ------------------------------------------------------------- delivery
 
@@ -381,6 +457,15 @@ class Notifier:
     def _put(self, d: dv.Delivery, partition: int) -> None:
         self.table[d.delivery_id.encode()] = d.to_json()
         self.pending.set(d, partition)
+        if d.role == fo.ROLE and d.terminal:
+            self._notice_outcome(d)
+
+    def _notice_outcome(self, d: dv.Delivery) -> None:
+        prog = self.notices.get(d.alert_id)
+        if prog is None:  # planned by another instance (or before a restart): progress of our share only
+            prog = self.notices[d.alert_id] = fo.Progress(d.alert_id, fo.unit_of(d.alert), fo.notice_kind(d.alert),
+                                                          fo.starts_at(d.alert))  # fmt: skip
+        prog.outcome(d.delivery_id, d.status, fo.account_of(d.recipient_key))
 
     async def on_job(self, key: bytes | None, raw: bytes, partition: int) -> None:
         now = self.settings.now()
@@ -428,6 +513,8 @@ class Notifier:
         else:
             self.metrics.delivery(d.channel, self._provider(d.channel), "skipped")
             self.counters["duplicates"] += 1
+            if d.role == fo.ROLE and d.terminal:
+                self._notice_outcome(d)
 
     def _provider(self, channel: str) -> str:
         sender = self.senders.get(channel)
@@ -435,10 +522,17 @@ class Notifier:
 
     async def _advance(self, d: dv.Delivery, partition: int, now: float) -> None:
         """Gates, then rate limit and merge, then the provider call."""
-        quiet = self.routing.quiet_hours("units")
-        quiet_until = quiet.release_at(now, False)
-        why = quiet.why(now) if quiet_until is not None else ""
-        allowed = self.consent.allowed(d.channel, d.address) if d.channel in ("sms", "email") else True
+        if d.role == fo.ROLE:
+            quiet_until, why = fo.quiet_gate(d.alert, self.routing.quiet_hours("residents"), now)
+            account = fo.account_of(d.recipient_key)
+            allowed = self.consent.allowed(d.channel, d.address) and (
+                account is None or self.residents.consents(account, d.channel)
+            )
+        else:
+            quiet = self.routing.quiet_hours("units")
+            quiet_until = quiet.release_at(now, False)
+            why = quiet.why(now) if quiet_until is not None else ""
+            allowed = self.consent.allowed(d.channel, d.address) if d.channel in ("sms", "email") else True
         gates = dv.Gates(consent=allowed, quiet_until=quiet_until, quiet_reason=why)
         g = dv.gate(d, now, gates)
         if g.status != "ready":
@@ -604,6 +698,29 @@ class Notifier:
                "value_b64": base64.b64encode(raw).decode(), "rejected_at": _iso(now)}  # fmt: skip
         await self.deadletter_t.send(key=key, value=json.dumps(rec).encode())
 
+    def _report_notices(self) -> None:
+        """A progress line per active resident notice; coverage (and lead time) once one is complete."""
+        for aid, prog in list(self.notices.items()):
+            if prog.finished:
+                continue
+            line = prog.line()
+            if line != prog.last_line:
+                log.info("%s", line)
+                prog.last_line = line
+            if prog.complete:
+                prog.finished = True
+                m = self.metrics
+                u, k = m.unit(prog.unit), m.notice(prog.notice)
+                reached = min(len(prog.reached), prog.households)
+                m.households_reached.labels(u, k).inc(reached)
+                if prog.households:
+                    m.coverage.labels(u, k).set(reached / prog.households)
+                if prog.notice == "pre_outage" and prog.starts_at is not None:
+                    m.notice_lead(prog.unit, prog.starts_at - self.settings.now())
+                log.info("notice %s complete: %d of %d households reached", aid, reached, prog.households)
+                prog.done_ids.clear()
+                prog.reached.clear()
+
     def _report_in_doubt(self) -> None:
         counts: dict[str, int] = defaultdict(int)
         for _k, raw in self.table.items():
@@ -682,6 +799,7 @@ def run_notifier(settings: NotifierSettings, config: Config, routing: Routing, l
         log.info("channel %s", line)
     n = Notifier(settings, config, routing, senders)
     n.consent.start()
+    n.residents.start()
     if settings.metrics_port:
         try:
             n.metrics.serve(settings.metrics_port, settings.metrics_addr)
