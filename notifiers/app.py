@@ -543,6 +543,7 @@ class Notifier:
             elif g.status == "skipped":
                 self.metrics.delivery(d.channel, self._provider(d.channel), "skipped")
             elif g.status == "expired":
+                self.metrics.delivery(d.channel, self._provider(d.channel), "dead_lettered")
                 await self._deadletter(d.recipient_key.encode(), d.to_json(), "expired", g.reason or "", now)
             return
         if d.urgent and quiet_until is not None:
@@ -578,9 +579,11 @@ class Notifier:
     async def _send(self, group: list[dv.Delivery], partition: int, now: float) -> None:
         lead = group[0]
         try:
-            message = self._message(group)
+            message, fits = self._message(group)
+            group = group[:fits]  # the rest of a WeCom merge waits for the next message
         except (TemplateError, ValueError, KeyError) as exc:
             for m in group:
+                self.metrics.delivery(m.channel, self._provider(m.channel), "failed")
                 f = dv.failed(m, now, provider="template", action="permanent", at=None, error=str(exc)[:300])
                 self._put(f, partition)
                 await self._record(f, now)
@@ -654,16 +657,23 @@ class Notifier:
         log.info("delivery %s falls back from %s to %s", d.delivery_id, d.channel, f.channel)
         await self.jobs_t.send(key=f.recipient_key.encode(), value=_job("deliver", delivery=json.loads(f.to_json())))
 
-    def _message(self, group: list[dv.Delivery]) -> Message:
+    def _message(self, group: list[dv.Delivery]) -> tuple[Message, int]:
+        """The message for ``group`` and how many of its deliveries it carries (a WeCom merge fills one message)."""
         lead = group[0]
         channel = lead.channel if lead.channel in ("sms", "email", "wecom") else "sms"
         rendered = self.renderer.render(lead.alert, channel, lead.language)
+        fits = 1
         if len(group) > 1:
             parts = [rendered.markdown or ""] + [
                 self.renderer.render(m.alert, "wecom", m.language).markdown or "" for m in group[1:]
             ]
+            fits = len(parts)
             merged = merge_markdown(parts, self.routing.wecom.max_bytes, lead.language)
+            while len(merged) > 1 and fits > 1:  # never record as sent what the message does not carry
+                fits -= 1
+                merged = merge_markdown(parts[:fits], self.routing.wecom.max_bytes, lead.language)
             rendered = replace(rendered, markdown=merged[0])
+            group = group[:fits]
         callback = None
         if self.settings.public_url and lead.channel == "sms":
             query = urlencode({"d": lead.delivery_id, "r": lead.recipient_key})
@@ -671,10 +681,12 @@ class Notifier:
         mentions: list[str] = []
         for m in group:
             mentions += [x for x in m.mentions if x not in mentions]
-        return Message(delivery_id=lead.delivery_id, channel=lead.channel,  # type: ignore[arg-type]
-                       to=lead.address, language=lead.language, rendered=rendered, recipient_key=lead.recipient_key,
-                       mentions=tuple(mentions), status_callback=callback,
-                       custom_args={"delivery_id": lead.delivery_id, "recipient_key": lead.recipient_key})  # fmt: skip
+        message = Message(delivery_id=lead.delivery_id, channel=lead.channel,  # type: ignore[arg-type]
+                          to=lead.address, language=lead.language, rendered=rendered, recipient_key=lead.recipient_key,
+                          mentions=tuple(mentions), status_callback=callback,
+                          custom_args={"delivery_id": lead.delivery_id,
+                                       "recipient_key": lead.recipient_key})  # fmt: skip
+        return message, fits
 
     # -------------------------------------------------------------- outputs
 
