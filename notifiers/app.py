@@ -83,6 +83,9 @@ class NotifierSettings:
     metrics_port: int = field(default_factory=lambda: int(os.environ.get("WATERWATCH_NOTIFIER_METRICS_PORT", "9465")))
     metrics_addr: str = field(default_factory=lambda: os.environ.get("WATERWATCH_METRICS_ADDR", "127.0.0.1"))
     send_threads: int = 8
+    max_outstanding: int = field(default_factory=lambda: int(os.environ.get("WATERWATCH_NOTIFIER_OUTSTANDING", "16")))
+    """Provider calls between their intent and their result at any time: throughput, and the most a crash
+    can leave in doubt."""
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     now: Callable[[], float] = time.time
     crash_after_send: bool = field(default_factory=lambda: os.environ.get("WATERWATCH_TEST_CRASH_AFTER_SEND") == "1")
@@ -261,6 +264,10 @@ class Notifier:
         self.notices: dict[str, fo.Progress] = {}
         """Resident notices this instance expanded or delivers for (progress, coverage)."""
         self.pool = ThreadPoolExecutor(max_workers=settings.send_threads, thread_name_prefix="send")
+        self.outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(settings.max_outstanding)
+        self._inflight: set[asyncio.Future[None]] = set()
+        self.in_doubt_counts: dict[str, int] = defaultdict(int)
         self.metrics = NotifierMetrics.from_config(config)
         self.metrics.build_info(__version__)
         self.counters: dict[str, int] = defaultdict(int)
@@ -275,6 +282,9 @@ class Notifier:
     # ------------------------------------------------------------------ app
 
     def _build(self) -> faust.App:
+        from streams import faust_fixes
+
+        faust_fixes.apply()  # the worker's fixes: never-committed partitions, producer-buffer flush
         s = self.settings
         app = faust.App(
             s.app_id,
@@ -315,6 +325,10 @@ class Notifier:
         async def deliver(stream: faust.StreamT[Any]) -> None:
             async for event in stream.events():
                 await n.on_job(event.key, event.value, event.message.partition)
+
+        @app.task
+        async def sender() -> None:
+            await n._sender_loop()
 
         @app.timer(interval=s.timer_interval, on_leader=False)
         async def tick() -> None:
@@ -383,7 +397,7 @@ class Notifier:
                        fallback=t.fallback, fallback_address=t.fallback_address,
                        fallback_key=t.fallback_key)  # fmt: skip
             await self.jobs_t.send(
-                key=t.recipient_key.encode(), value=_job("deliver", delivery=json.loads(d.to_json()))
+                key=t.recipient_key.encode(), value=b'{"op":"deliver","delivery":' + d.to_json() + b"}"
             )
         self.counters["alerts"] += 1
         self.counters["planned"] += len(plan.targets)
@@ -479,6 +493,11 @@ class Notifier:
             d = dv.Delivery.from_json(json.dumps(job["delivery"]))
             existing = self._get(d.delivery_id)
             if existing is not None:
+                if existing.status == "intent":
+                    # read again after a restart: the recovery scheduled a check of this intent behind any
+                    # result still in the topic (see _rebuild), so it is not declared in doubt too early
+                    self.counters["duplicates"] += 1
+                    return
                 await self._seen_again(existing, partition, now)
                 return
             await self._advance(d, partition, now)
@@ -490,6 +509,8 @@ class Notifier:
                 await self._seen_again(d0, partition, now)
             elif d0.status == "waiting" and d0.next_at is not None and d0.next_at <= now + 0.001:
                 await self._advance(d0, partition, now)
+        elif op == "result":
+            await self._on_result(job, partition, now)
         elif op == "receipt":
             d0 = self._get(job["id"])
             if d0 is None:
@@ -508,6 +529,7 @@ class Notifier:
             await self._record(d1, now)
             self.metrics.delivery(d.channel, self._provider(d.channel), "in_doubt")
             self.counters["in_doubt"] += 1
+            self.in_doubt_counts[d.channel] += 1
             log.warning("delivery %s (%s, %s) in doubt: the process stopped during the provider call; not re-sent",
                         d.delivery_id, d.channel, d.recipient_key)  # fmt: skip
         else:
@@ -589,37 +611,87 @@ class Notifier:
                 await self._record(f, now)
                 await self._deadletter(m.recipient_key.encode(), m.to_json(), "template", f.error or "", now)
             return
+        # at most `max_outstanding` calls between intent and result: what a crash can leave in doubt
+        await self._slots.acquire()
         started = [dv.begin(m, now) for m in group]
         for m in started:
             self._put(m, partition)
-        await self.app.producer.flush()  # the intent is in Kafka before the provider is called
-        sender = self.senders[lead.channel]
-        t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
+        # the sender task flushes (every intent durable) before it calls the provider
+        self.outbox.put_nowait(_Outgoing(message, [m.delivery_id for m in started], lead.attempt + 1))
+
+    async def _sender_loop(self) -> None:
+        """Take what the agent queued, flush once (the intents are in Kafka), then call providers concurrently.
+
+        The outcome goes back through the jobs topic (a ``result`` job on the recipient's partition), so only
+        the deliver agent writes delivery records (DESIGN.md principle 2). A crash after a call and before its
+        result job is durable leaves the record in ``intent``: in doubt after recovery, never re-sent.
+        """
+        while True:
+            batch = [await self.outbox.get()]
+            while not self.outbox.empty() and len(batch) < 500:
+                batch.append(self.outbox.get_nowait())
+            await self.app.producer.flush()
+            for out in batch:
+                task = asyncio.ensure_future(self._call(out))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _call(self, out: _Outgoing) -> None:
         try:
-            outcome: SendOutcome | None = await loop.run_in_executor(self.pool, sender.send, message)
-            error: SendError | None = None
-        except SendError as exc:
-            outcome, error = None, exc
-        except Exception as exc:  # a sender bug is a transient failure, not a crash of the notifier
-            outcome, error = None, SendError("transient", type(exc).__name__, mask_text(str(exc))[:200],
-                                             provider=getattr(sender, "provider", "?"))  # fmt: skip
-        took = time.perf_counter() - t0
-        if self.settings.crash_after_send:
-            os._exit(17)
-        now = self.settings.now()
-        provider = getattr(sender, "provider", "console")
-        for m in started:
-            if error is None:
-                assert outcome is not None
-                r = dv.succeeded(m, now, outcome.provider, outcome.provider_id)
-                if m is not started[0]:
-                    r = dv.merged(r, now, lead.delivery_id)
-                self.metrics.delivery(m.channel, provider, "sent", took if m is started[0] else None)
+            message = out.message
+            sender = self.senders[message.channel]
+            provider = getattr(sender, "provider", "console")
+            t0 = time.perf_counter()
+            try:
+                outcome: SendOutcome | None = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, sender.send, message
+                )
+                result: dict[str, Any] = {"ok": True, "provider": outcome.provider if outcome else provider,
+                                          "provider_id": outcome.provider_id if outcome else None}  # fmt: skip
+            except SendError as exc:
+                result = {"ok": False, "provider": exc.provider, "kind": exc.kind, "code": exc.code,
+                          "detail": exc.detail, "retry_after": exc.retry_after}  # fmt: skip
+            except Exception as exc:  # a sender bug is a transient failure, not a crash of the notifier
+                result = {"ok": False, "provider": provider, "kind": "transient", "code": type(exc).__name__,
+                          "detail": mask_text(str(exc))[:200], "retry_after": None}  # fmt: skip
+            took = time.perf_counter() - t0
+            if self.settings.crash_after_send:
+                os._exit(17)
+            value = _job("result", ids=out.ids, attempt=out.attempt, took=took, **result)
+            sent = await self.jobs_t.send(key=message.recipient_key.encode(), value=value)
+            await sent  # the result is in Kafka before the slot is free: a crash leaves ≤ max_outstanding in doubt
+        finally:
+            self._slots.release()
+
+    async def _on_result(self, job: dict[str, Any], partition: int, now: float) -> None:
+        """A provider call's outcome, for the deliveries its message carried."""
+        ids: list[str] = list(job.get("ids") or [])
+        records = [self._get(i) for i in ids]
+        live = [d for d in records if d is not None and d.status in ("intent", "in_doubt")
+                and d.attempt == job.get("attempt")]  # fmt: skip
+        if not live:
+            self.counters["stale_results"] += 1
+            return
+        lead_id = ids[0]
+        provider = str(job.get("provider") or "console")
+        took = job.get("took")
+        for i, m in enumerate(live):
+            seconds = took if i == 0 else None
+            if m.status == "in_doubt":
+                self.counters["in_doubt_resolved"] += 1
+                self.in_doubt_counts[m.channel] = max(0, self.in_doubt_counts[m.channel] - 1)
+            if job.get("ok"):
+                r = dv.succeeded(m, now, provider, job.get("provider_id"))
+                if m.delivery_id != lead_id:
+                    r = dv.merged(r, now, lead_id)
+                self.metrics.delivery(m.channel, provider, "sent", seconds)
                 self.counters["sent"] += 1
             else:
-                r = await self._failure(m, error, now, partition)
-                self.metrics.delivery(m.channel, provider, _outcome_label(r.status), took if m is started[0] else None)
+                err = SendError(job.get("kind") or "transient", str(job.get("code") or ""),
+                                str(job.get("detail") or ""), provider=provider,
+                                retry_after=job.get("retry_after"))  # fmt: skip
+                r = await self._failure(m, err, now, partition)
+                self.metrics.delivery(m.channel, provider, _outcome_label(r.status), seconds)
             self._put(r, partition)
             await self._record(r, now)
 
@@ -655,7 +727,7 @@ class Notifier:
                    role=d.role, urgent=d.urgent, useful_until=d.useful_until, now=now,
                    fallback_of=d.delivery_id)  # fmt: skip
         log.info("delivery %s falls back from %s to %s", d.delivery_id, d.channel, f.channel)
-        await self.jobs_t.send(key=f.recipient_key.encode(), value=_job("deliver", delivery=json.loads(f.to_json())))
+        await self.jobs_t.send(key=f.recipient_key.encode(), value=b'{"op":"deliver","delivery":' + f.to_json() + b"}")
 
     def _message(self, group: list[dv.Delivery]) -> tuple[Message, int]:
         """The message for ``group`` and how many of its deliveries it carries (a WeCom merge fills one message)."""
@@ -734,12 +806,9 @@ class Notifier:
                 prog.reached.clear()
 
     def _report_in_doubt(self) -> None:
-        counts: dict[str, int] = defaultdict(int)
-        for _k, raw in self.table.items():
-            if raw and b'"status":"in_doubt"' in raw:
-                counts[json.loads(raw)["channel"]] += 1
+        """In-doubt deliveries of this instance's partitions (counted at recovery and as they happen)."""
         for ch in ("sms", "email", "wecom"):
-            self.metrics.in_doubt(ch, self._provider(ch), counts.get(ch, 0))
+            self.metrics.in_doubt(ch, self._provider(ch), self.in_doubt_counts.get(ch, 0))
 
     async def _rebuild(self) -> None:
         """After recovery: waiting deliveries back into the pending index; intents become due now."""
@@ -747,14 +816,20 @@ class Notifier:
         now = self.settings.now()
         waiting = intents = 0
         assigned = self._assigned_partitions()
+        self.in_doubt_counts.clear()
         for i, (_k, raw) in enumerate(self.table.items()):
-            if raw is None or (b'"status":"waiting"' not in raw and b'"status":"intent"' not in raw):
+            if i % 1000 == 999:
+                await asyncio.sleep(0)
+            if raw is None or (b'"status":"waiting"' not in raw and b'"status":"intent"' not in raw
+                               and b'"status":"in_doubt"' not in raw):  # fmt: skip
                 continue
             d = dv.Delivery.from_json(raw)
             partition = _partition_for(d.recipient_key.encode(), self.settings.partitions)
             if assigned and partition not in assigned:
                 continue
-            if d.status == "intent":
+            if d.status == "in_doubt":
+                self.in_doubt_counts[d.channel] += 1
+            elif d.status == "intent":
                 d = replace(d, status="waiting", next_at=now)  # only in the index: the job turns it in_doubt
                 intents += 1
                 self.pending._entries[d.delivery_id] = (now, d.recipient_key, partition, d.channel)
@@ -762,8 +837,6 @@ class Notifier:
             else:
                 self.pending.set(d, partition)
                 waiting += 1
-            if i % 1000 == 999:
-                await asyncio.sleep(0)
         self._set_state("ready", f"{waiting} deliveries waiting, {intents} interrupted during a provider call")
 
     def _assigned_partitions(self) -> set[int]:
@@ -771,6 +844,15 @@ class Notifier:
             return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.jobs_topic}
         except Exception:
             return set()
+
+
+@dataclass
+class _Outgoing:
+    """A message whose intents are written (not yet flushed), waiting for the sender task."""
+
+    message: Message
+    ids: list[str]
+    attempt: int
 
 
 def _job(op: str, **fields: Any) -> bytes:

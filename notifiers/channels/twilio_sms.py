@@ -15,6 +15,7 @@ records the headers of the last response of each thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,10 @@ from twilio.rest import Client
 from notifiers.channels import DEFAULT_TIMEOUT, parse_retry_after
 from notifiers.channels.base import Channel, Message, SendError, SendOutcome
 from waterwatch.masking import mask_phone, mask_text
+
+# The SDK logs every request at INFO (URL, headers, six lines per SMS): noise in the notifier's log,
+# and the URL carries the account. Warnings and errors still pass.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 PROVIDER = "twilio"
 

@@ -222,15 +222,19 @@ def test_killed_mid_fan_out_leaves_no_duplicates_and_no_gaps(stacks: Any) -> Non
     aid = alert["data"]["alert_id"]
 
     def covered() -> bool:
-        doubt = {r["recipient"] for r in st.records(aid) if r["status"] == "in_doubt" and r["channel"] == "sms"}
-        sms_done = len(set(st.sms()) | doubt) >= len(want_sms)
-        return sms_done and set(st.mails()) >= want_mail
+        recs = st.records(aid)
+        doubt_sms = {r["recipient"] for r in recs if r["status"] == "in_doubt" and r["channel"] == "sms"}
+        doubt_mail = {r["recipient"] for r in recs if r["status"] == "in_doubt" and r["channel"] == "email"}
+        # recipients are resident keys, addresses are phones / e-mails: count, don't mix the sets
+        return (len(set(st.sms())) + len(doubt_sms) >= len(want_sms)
+                and len(set(st.mails())) + len(doubt_mail) >= len(want_mail))  # fmt: skip
 
     wait_for("the rest of the fan-out", covered, st, 300)
     time.sleep(3)
     sms, mails = st.sms(), st.mails()
     recs = st.records(aid)
-    in_doubt = {(r["recipient"], r["channel"]) for r in recs if r["status"] == "in_doubt"}
+    sent_keys = {(r["recipient"], r["channel"]) for r in recs if r["status"] == "sent"}
+    in_doubt = {(r["recipient"], r["channel"]) for r in recs if r["status"] == "in_doubt"} - sent_keys
     dupes = {a: n for a, n in sms.items() if n > 1} | {a: n for a, n in mails.items() if n > 1}
     assert not dupes, f"duplicates after the restart: {list(dupes.items())[:5]}"
     assert set(sms) <= want_sms and set(mails) <= want_mail
@@ -239,6 +243,6 @@ def test_killed_mid_fan_out_leaves_no_duplicates_and_no_gaps(stacks: Any) -> Non
     # a gap is only allowed where the intent was recorded but the kill came before the request left: in doubt
     assert {(recipient_key(a), "sms") for a in missing_sms} <= in_doubt
     assert {(recipient_key(a), "email") for a in missing_mail} <= in_doubt
-    assert len(in_doubt) <= 2
+    assert len(in_doubt) <= 16  # at most the notifier's calls between intent and result (max_outstanding)
     print(f"killed after {at_kill} sms; after restart: {len(sms)} sms, {len(mails)} e-mails, "
           f"{len(in_doubt)} in doubt, {len(missing_sms) + len(missing_mail)} in doubt without a request")  # fmt: skip

@@ -302,17 +302,23 @@ def test_crash_between_send_and_record_leaves_in_doubt_not_a_duplicate(stack_fac
     alert = make_alert(level="warning", unit="runda", stage="warn_50", due_in=3600, notify=["unit"])
     st.publish(alert)
     assert st.notifier.proc is not None
-    st.notifier.proc.wait(timeout=60)  # it calls one provider, then dies before recording the outcome
+    st.notifier.proc.wait(timeout=60)  # a provider answers, and the process dies before recording it
     calls_at_crash = len(st.sms_to(duty_phone("runda"))) + len(st.mails_to(duty_email("runda")))
-    assert calls_at_crash == 1
+    assert calls_at_crash >= 1
     st.notifier.extra_env.pop("WATERWATCH_TEST_CRASH_AFTER_SEND")
     st.notifier.start().wait_ready()
-    recs = st.wait_records(alert["data"]["alert_id"],
-                           lambda r: any(x["status"] == "in_doubt" for x in r) and _sent(r, 1))  # fmt: skip
+    def settled(r: list[dict[str, Any]]) -> bool:
+        return len({x["delivery_id"] for x in r if x["status"] in ("sent", "in_doubt")}) == 2
+
+    recs = st.wait_records(alert["data"]["alert_id"], settled)
     time.sleep(2)
-    assert len(st.sms_to(duty_phone("runda"))) == 1
-    assert len(st.mails_to(duty_email("runda"))) == 1
-    assert len([r for r in recs if r["status"] == "in_doubt"]) == 1
+    # nothing is sent twice: a delivery whose call was made before the crash is in doubt, not repeated
+    assert len(st.sms_to(duty_phone("runda"))) <= 1
+    assert len(st.mails_to(duty_email("runda"))) <= 1
+    in_doubt = {r["delivery_id"] for r in recs if r["status"] == "in_doubt"}
+    sent = {r["delivery_id"] for r in recs if r["status"] == "sent"}
+    assert len(in_doubt) >= 1 and not (in_doubt & sent)
+    assert len(in_doubt) + len(sent) == 2
 
 
 def test_restart_resends_nothing(stack_factory: Any) -> None:
