@@ -18,7 +18,10 @@ Properties:
 (g) a deadline moves (new version) only when an event says so, never by
     the passing of time;
 (f) ``Engine.apply`` never raises, for any order of events; a rejection
-    changes nothing but the firing of the stages due before the event.
+    changes nothing but the firing of the stages due before the event;
+(h) the throughput fast paths (one-pass parsing of event text, the fast
+    constructor of alerts and outcomes, the table-driven ISO times) build
+    exactly what the plain paths build.
 """
 
 from __future__ import annotations
@@ -27,17 +30,19 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from helpers_engine import ENGINE, POLICY, TZ, ev, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from waterwatch.codes import Category, HotlineTier, Urgency
-from waterwatch.core.engine import Alert, MatterState
-from waterwatch.events import CloudEvent, parse_event
+from waterwatch.core.engine import Alert, MatterState, Outcome, _iso
+from waterwatch.events import CloudEvent, EventError, dump_event, parse_event
 
 MIN, HOUR, DAY = 60, 3600, 86400
 BASE = int(datetime(2026, 11, 2, 8, 0, tzinfo=TZ).timestamp())
@@ -527,3 +532,46 @@ def test_f_apply_never_raises_for_any_order(
             continue
         assert step.state is not None
         states[e.subject] = step.state
+
+
+# ------------------------------------------------ the fast paths (docs/decisions/0008-core-throughput.md)
+
+
+@PROPS
+@given(world())
+def test_h_fast_paths_build_the_same_objects(stories: list[list[CloudEvent]]) -> None:
+    """Parsing text takes a one-pass validator, alerts and outcomes a fast constructor: same results."""
+    events = [e for s in stories for e in s]
+    for e in events:
+        text = dump_event(e)
+        fast = parse_event(text.encode())  # the fast path (bytes)
+        full = parse_event(json.loads(text))  # a dict always takes the full path
+        assert type(fast) is type(full) and fast == full and repr(fast) == repr(full)
+        broken = json.loads(text)
+        broken["data"] = {**broken["data"], "bogus": 1}
+        with pytest.raises(EventError) as by_text:
+            parse_event(json.dumps(broken))
+        with pytest.raises(EventError) as by_dict:
+            parse_event(broken)
+        assert (by_text.value.error, by_text.value.reason) == (by_dict.value.error, by_dict.value.reason)
+    alerts, _, r = run(events, local(horizon(events))[:19])
+    for a in alerts:
+        plain = Alert(*(getattr(a, f.name) for f in fields(Alert)))
+        assert type(a) is Alert and a == plain and hash(a) == hash(plain) and dump(a) == dump(plain)
+        with pytest.raises(FrozenInstanceError):
+            a.stage = "x"  # type: ignore[misc]
+    for state in r.states.values():
+        for o in state.outcomes:
+            plain_o = Outcome(*(getattr(o, f.name) for f in fields(Outcome)))
+            assert type(o) is Outcome and o == plain_o and o.to_list() == plain_o.to_list()
+            with pytest.raises(FrozenInstanceError):
+                o.met = not o.met  # type: ignore[misc]
+
+
+@settings(PROPS, max_examples=max(EXAMPLES, 300))
+@given(st.integers(-2_000_000_000, 4_200_000_000), st.sampled_from(["Asia/Shanghai", "Europe/Berlin",
+       "America/St_Johns", "Australia/Lord_Howe", "UTC"]))  # fmt: skip
+def test_h_iso_times_as_datetime_writes_them(ts: int, zone: str) -> None:
+    tz = ZoneInfo(zone)
+    for t in (ts, ts - 1, ts + 1, ts // 3600 * 3600, ts // 3600 * 3600 - 1):
+        assert _iso(t, tz) == datetime.fromtimestamp(t, tz).isoformat()

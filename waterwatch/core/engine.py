@@ -75,8 +75,8 @@ from __future__ import annotations
 
 import calendar as _stdcal
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -119,6 +119,13 @@ ALERT_TYPE: dict[str, str] = {
 
 # Template entry modes (see Engine._stage_at)
 _ABSOLUTE, _AT_DUE, _OFFSET, _AFTER_DUE = 0, 1, 2, 3
+_SKIPPABLE = frozenset({"warning", "escalation", "reminder"})
+"""Stage levels skipped when their instant passed before a new deadline version existed."""
+_NO_NEXT: tuple[None, None] = (None, None)
+_TICKET_OPEN = ("created", "dispatched", "accepted", "returned", "reopened")
+"""Ticket states in which the unit still works on it."""
+_NO_OUTCOME_KINDS = frozenset({"notice", "once", "recurring", "window"})
+"""Clock kinds whose stop is not a met/missed deadline."""
 
 _KIND_OF = {name: name.split(".", 1)[0] for name in INPUT_TYPES}
 
@@ -160,8 +167,10 @@ class Clock:
     extensions: list[tuple[int, int]] = field(default_factory=list)  # (granted at, new due)
     kind: str = "deadline"  # deadline, window, notice, once, recurring, overdue_only
     sched: tuple[tuple[int, int, Stage], ...] | None = field(default=None, repr=False, compare=False)
-    # (fired, version, next stage): derived cache
-    nxt: tuple[int, int, Stage | None] | None = field(default=None, repr=False, compare=False)
+    # Derived cache: the next stage of the current schedule as (instant, prototype), (None, None)
+    # when none is left; None = not known.  The engine resets it whenever ``fired`` or the
+    # version changes (Engine._find_next fills it).
+    nxt: tuple[int, Stage] | tuple[None, None] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> Clock:
         return Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
@@ -393,6 +402,36 @@ class Rejection:
         return self.reason
 
 
+def _frozen_builder(cls: type[Any]) -> Callable[..., Any]:
+    """A positional constructor for a frozen slots dataclass, about 3-6x faster than calling it.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``
+    (a C call per field: most of the cost of making an :class:`Alert` or an
+    :class:`Outcome`, which a replay makes hundreds of thousands of).  The
+    builder fills an instance of a twin class with the very same ``__slots__`` by
+    plain attribute stores, then makes it an instance of ``cls`` (the layouts are
+    identical, so CPython allows the ``__class__`` assignment).  The result is an
+    ordinary, frozen ``cls`` instance, equal to ``cls(*args)``.
+    """
+    names = tuple(f.name for f in fields(cls))
+    if tuple(cls.__slots__) != names:  # pragma: no cover - guards a change of the class
+        raise TypeError(f"{cls.__name__}: slots {cls.__slots__} are not its fields {names}")
+    twin = type(f"_{cls.__name__}Builder", (), {"__slots__": names})
+    src = (f"def build({', '.join(names)}):\n    o = new(twin)\n"
+           + "".join(f"    o.{n} = {n}\n" for n in names)
+           + "    set_class(o, '__class__', cls)\n    return o\n")  # fmt: skip
+    namespace: dict[str, Any] = {"new": object.__new__, "twin": twin, "set_class": object.__setattr__, "cls": cls}
+    exec(src, namespace)  # generated from the field names only, as dataclasses itself does
+    build: Callable[..., Any] = namespace["build"]
+    return build
+
+
+_new_alert: Callable[..., Alert] = _frozen_builder(Alert)
+"""``Alert(*fields)``, fast (see :func:`_frozen_builder`)."""
+_new_outcome: Callable[..., Outcome] = _frozen_builder(Outcome)
+"""``Outcome(*fields)``, fast (see :func:`_frozen_builder`)."""
+
+
 @dataclass(slots=True)
 class Step:
     """What one call to the engine returns."""
@@ -409,10 +448,63 @@ class _Reject(Exception):
         self.rejection = Rejection(code, reason)
 
 
+class _IsoFormat:
+    """``datetime.fromtimestamp(ts, tz).isoformat()`` for integer seconds, from per-hour and per-day tables.
+
+    Alerts carry several ISO times each and the handlers record some; building a
+    datetime for each costs more than the rest of the alert.  Within a UTC hour
+    whose offset is constant the local time is ``ts + offset``; an hour in which
+    the offset changes (a DST switch) falls back to datetime.
+    """
+
+    __slots__ = ("_days", "_hours", "tz")
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._hours: dict[int, tuple[int, str] | None] = {}
+        self._days: dict[int, str] = {}
+
+    def __call__(self, ts: int) -> str:
+        hour = ts // 3600
+        entry = self._hours.get(hour, _UNKNOWN_HOUR)
+        if entry is _UNKNOWN_HOUR:
+            entry = self._hour(hour)
+        if entry is None:
+            return datetime.fromtimestamp(ts, self.tz).isoformat()
+        offset, suffix = entry
+        day, sod = divmod(ts + offset, 86400)
+        ds = self._days.get(day)
+        if ds is None:
+            ds = self._days[day] = date.fromordinal(day + _EPOCH_ORDINAL).isoformat()
+        return f"{ds}T{sod // 3600:02d}:{sod // 60 % 60:02d}:{sod % 60:02d}{suffix}"
+
+    def _hour(self, hour: int) -> tuple[int, str] | None:
+        first = datetime.fromtimestamp(hour * 3600, self.tz)
+        offset = first.utcoffset()
+        entry: tuple[int, str] | None = None
+        if offset is not None and offset == datetime.fromtimestamp(hour * 3600 + 3599, self.tz).utcoffset():
+            entry = (offset.days * 86400 + offset.seconds, first.isoformat()[19:])
+        if len(self._hours) >= 100_000:
+            self._hours.clear()
+            self._days.clear()
+        self._hours[hour] = entry
+        return entry
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_UNKNOWN_HOUR = (0, "")
+_ISO_FORMATS: dict[ZoneInfo, _IsoFormat] = {}
+
+
 def _iso(ts: int | None, tz: ZoneInfo) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz).isoformat()
+    if type(ts) is not int:
+        return datetime.fromtimestamp(ts, tz).isoformat()
+    fmt = _ISO_FORMATS.get(tz)
+    if fmt is None:
+        fmt = _ISO_FORMATS[tz] = _IsoFormat(tz)
+    return fmt(ts)
 
 
 def _ts(dt: datetime) -> int:
@@ -454,6 +546,20 @@ class Engine:
             "damage.inspector_arrived": self._damage_inspector_arrived,
             "meter.read": self._meter_read,
         }
+        self._creators: dict[str, Callable[[MatterState, Any, int], list[Alert]]] = {
+            "ticket.created": self._ticket_created,
+            "outage.planned": self._outage_planned,
+            "outage.emergency": self._outage_emergency,
+            "leak.reported": self._leak_reported,
+            "damage.reported": self._damage_reported,
+            "meter.registered": self._meter_registered,
+        }
+        assert set(self._creators) == CREATING_TYPES
+        self._future_tolerance = policy.future_tolerance
+        self._backwards_tolerance = policy.backwards_tolerance
+        self._late_after = policy.late_after
+        self._rule_what = {rid: r.what for rid, r in policy.rules.items()}
+        self._notify_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._offset_cache: dict[tuple[str, int], tuple[tuple[int, int, Stage], ...]] = {}
         self._by_category: dict[str, list[Rule]] = {}
         self._by_tier: dict[str, list[Rule]] = {}
@@ -479,35 +585,51 @@ class Engine:
         now_ts = now if isinstance(now, int) else _ts(now)
         if t is None:
             t = _ts(event.time)
-        if state is not None and event.id in state.seen:
-            return Step(state, duplicate=True)
+        new, alerts, rejection = self._apply(state, event, now_ts, t, copy)
+        if alerts is None:
+            return Step(new, duplicate=True)
+        return Step(new, alerts, rejection)
+
+    def _apply(
+        self, state: MatterState | None, event: CloudEvent, now_ts: int, t: int, copy: bool
+    ) -> tuple[MatterState | None, list[Alert] | None, Rejection | None]:
+        """:meth:`apply` without its :class:`Step`: ``(state, alerts, rejection)``, alerts None for a duplicate.
+
+        The replay calls this directly (one object less per event).
+        """
+        event_id = event.id
+        if state is not None and event_id in state.seen:
+            return state, None, None
+        etype = event.type
         pre: list[Alert] = []
         try:
-            if t > now_ts + self.policy.future_tolerance:
+            if t > now_ts + self._future_tolerance:
                 raise _Reject(
                     "time_in_future",
                     f"event time {_iso(t, self.tz)} is {format_duration(t - now_ts)} ahead of now",
                 )
             if state is None:
-                if event.type not in CREATING_TYPES:
+                creator = self._creators.get(etype)
+                if creator is None:
                     raise _Reject(
                         "unknown_matter",
-                        f"{event.type} for matter {event.subject}, which does not exist "
+                        f"{etype} for matter {event.subject}, which does not exist "
                         "(no creating event seen)",
                     )
-                state, alerts = self._create(event, t)
+                created = MatterState(event.subject, _KIND_OF[etype], "open", t, t)
+                alerts = creator(created, event.data, t)  # a rejection leaves ``state`` None
+                state = created
             else:
-                if event.type in CREATING_TYPES:
+                if etype in CREATING_TYPES:
                     raise _Reject(
                         "duplicate_matter",
-                        f"{event.type}: matter {event.subject} already exists ({state.kind}, {state.status})",
+                        f"{etype}: matter {event.subject} already exists ({state.kind}, {state.status})",
                     )
-                kind = _KIND_OF.get(event.type)
-                if kind != state.kind:
+                if _KIND_OF.get(etype) != state.kind:
                     raise _Reject(
-                        "wrong_kind", f"{event.type} does not apply to matter {event.subject}, a {state.kind}"
+                        "wrong_kind", f"{etype} does not apply to matter {event.subject}, a {state.kind}"
                     )
-                if t < state.last_time - self.policy.backwards_tolerance:
+                if t < state.last_time - self._backwards_tolerance:
                     raise _Reject(
                         "time_backwards",
                         f"event time {_iso(t, self.tz)} runs backwards: the matter's last event was "
@@ -516,25 +638,30 @@ class Engine:
                 if copy:
                     state = state.copy()  # never mutate the caller's state
                 # Stages due before the event fire first, whatever the event turns out to be.
-                pre = self._advance(state, t, now_ts, strict=True)
+                if not state.next_known or (state.next_at is not None and state.next_at < t):
+                    pre = self._advance(state, t, now_ts, strict=True)
                 # Handlers validate everything before they change anything, so a
                 # rejection leaves the state as the advance left it.
                 state.next_known = False
-                alerts = pre + self._handlers[event.type](state, event.data, t)
+                alerts = self._handlers[etype](state, event.data, t)
+                if pre:
+                    alerts = pre + alerts
             # What the event made due before its own time (an overdue set in the past).  Stages at
             # exactly t fire after every event at t (an event at the deadline is on time): the
             # runtime's next advance or the replay clock fires them.
-            alerts += self._advance(state, t, now_ts, strict=True)
+            more = self._advance(state, t, now_ts, strict=True)
+            if more:
+                alerts += more
         except _Reject as rej:
-            return Step(state, alerts=pre, rejection=rej.rejection)
+            return state, pre, rej.rejection
         if t > state.last_time:
             state.last_time = t
         seen = state.seen
-        seen.append(event.id)
+        seen.append(event_id)
         if len(seen) > SEEN_IDS_KEPT:
             del seen[0]
-        state.history.append((t, event.type))
-        return Step(state, alerts)
+        state.history.append((t, etype))
+        return state, alerts, None
 
     def advance(
         self, state: MatterState, until: datetime | int, now: datetime | int | None = None, *,
@@ -554,9 +681,14 @@ class Engine:
             return state.next_at
         best: int | None = None
         for clock in state.clocks.values():
-            nxt = self._next_stage(state, clock)
-            if nxt is not None and (best is None or nxt.at < best):
-                best = nxt.at
+            if clock.stopped is not None:
+                continue
+            nxt = clock.nxt
+            if nxt is None:
+                nxt = self._find_next(clock)
+            at = nxt[0]
+            if at is not None and (best is None or at < best):
+                best = at
         return best
 
     def schedule(self, state: MatterState, clock: Clock) -> tuple[Stage, ...]:
@@ -566,60 +698,98 @@ class Engine:
     # --------------------------------------------------------------- firing
 
     def _advance(self, state: MatterState, until: int, now: int, *, strict: bool) -> list[Alert]:
-        if state.next_known and (state.next_at is None or state.next_at > until
-                                 or (strict and state.next_at == until)):  # fmt: skip
+        """Fire every stage before ``until`` (strict) or at or before it, in time order."""
+        if state.next_known:
+            na = state.next_at
+            if na is None or na > until or (strict and na == until):
+                return []
+        clocks = state.clocks
+        # Most calls fire nothing: find the earliest stage first, and loop only if it is due.
+        earliest: int | None = None
+        for clock in clocks.values():
+            if clock.stopped is None:
+                at = (clock.nxt or self._find_next(clock))[0]
+                if at is not None and (earliest is None or at < earliest):
+                    earliest = at
+        if earliest is None or earliest > until or (strict and earliest == until):
+            state.next_at = earliest
+            state.next_known = True
             return []
         alerts: list[Alert] = []
         while True:
-            earliest: int | None = None
-            best: tuple[Stage, Clock] | None = None
-            for clock in state.clocks.values():
+            earliest = None
+            best_at = 0
+            best_stage: Stage | None = None
+            best_clock: Clock | None = None
+            best_name = ""
+            for clock in clocks.values():
                 if clock.stopped is not None:
                     continue
-                stage = self._next_stage(state, clock)
-                if stage is None:
+                nxt = clock.nxt
+                if nxt is None:
+                    nxt = self._find_next(clock)
+                at = nxt[0]
+                if at is None:
                     continue
-                if earliest is None or stage.at < earliest:
-                    earliest = stage.at
-                if stage.at > until or (strict and stage.at == until):
+                if earliest is None or at < earliest:
+                    earliest = at
+                if at > until or (strict and at == until):
                     continue
-                if best is None or (stage.at, clock.name) < (best[0].at, best[1].name):
-                    best = (stage, clock)
-            if best is None:
-                state.next_at, state.next_known = earliest, True
+                if best_clock is None or at < best_at or (at == best_at and clock.name < best_name):
+                    best_at, best_stage, best_clock, best_name = at, nxt[1], clock, clock.name
+            if best_clock is None:
+                state.next_at = earliest
+                state.next_known = True
                 return alerts
-            stage, clock = best
-            clock.fired += 1
+            assert best_stage is not None
+            best_clock.fired += 1
+            best_clock.nxt = None
             state.next_known = False
-            alerts += self._fire(state, clock, stage, now)
+            alerts += self._fire(state, best_clock, best_at, best_stage, now)
 
-    def _next_stage(self, state: MatterState, clock: Clock) -> Stage | None:
-        if clock.stopped is not None:
-            return None
-        cached = clock.nxt
-        if cached is not None and cached[0] == clock.fired and cached[1] == clock.version:
-            return cached[2]
-        stage = self._find_next_stage(clock)
-        clock.nxt = (clock.fired, clock.version, stage)
-        return stage
+    def _find_next(self, clock: Clock) -> tuple[int, Stage] | tuple[None, None]:
+        """The clock's next stage as ``(instant, prototype)``, cached in ``clock.nxt``.
 
-    def _find_next_stage(self, clock: Clock) -> Stage | None:
+        Stages whose instant passed before this deadline version existed are
+        skipped (``fired`` moves past them), never fired late.
+        """
         tmpl = clock.sched
         if tmpl is None:
-            tmpl = clock.sched = self._template_of(clock)
+            kind = clock.kind
+            if kind == "deadline" and clock.due is not None:  # _template_of's common case, cached
+                tmpl = self._offset_cache.get((clock.rule, clock.limit))
+            elif kind == "window":  # no stages: the stopping event decides (_template_of returns ())
+                tmpl = ()
+            if tmpl is None:
+                tmpl = self._template_of(clock)
+            clock.sched = tmpl
         n = len(tmpl)
-        while clock.fired < n:
-            stage = self._stage_at(clock, tmpl[clock.fired])
-            if (
-                clock.version > 1
-                and clock.kind == "deadline"
-                and stage.level in ("warning", "escalation", "reminder")
-                and stage.at <= clock.armed_at
-            ):
-                clock.fired += 1  # passed before this deadline version existed: skip, never late
+        fired = clock.fired
+        skip_passed = clock.version > 1 and clock.kind == "deadline"
+        while fired < n:
+            value, mode, proto = tmpl[fired]
+            if mode == _ABSOLUTE:
+                at = proto.at
+            else:
+                due = clock.due
+                assert due is not None
+                if mode == _AT_DUE:
+                    at = due
+                else:
+                    at = self.calendar.add_working_ts(clock.start, value) if clock.counts == "working" \
+                        else clock.start + value
+                    if mode == _AFTER_DUE and at <= due:
+                        at = due + 1
+            if skip_passed and at <= clock.armed_at and proto.level in _SKIPPABLE:
+                fired += 1  # passed before this deadline version existed: skip, never late
                 continue
-            return stage
-        return None
+            clock.fired = fired
+            found: tuple[int, Stage] = (at, proto)
+            clock.nxt = found
+            return found
+        clock.fired = fired
+        clock.nxt = _NO_NEXT
+        return _NO_NEXT
 
     def _stage_at(self, clock: Clock, entry: tuple[int, int, Stage]) -> Stage:
         """Resolve one template entry of a clock to a stage with its instant."""
@@ -637,40 +807,58 @@ class Engine:
                 at = due + 1
         return Stage(at, proto.name, proto.level, proto.notify, proto.cites)
 
-    def _fire(self, state: MatterState, clock: Clock, stage: Stage, now: int) -> list[Alert]:
-        late = now - stage.at
-        late_by = late if late > self.policy.late_after else None
-        notice = NoticeKind.PRE_OUTAGE.value if stage.level == "notice" else None
-        out = [self._alert(state, clock, stage.level, stage.name, stage.at, late_by, stage.notify,
-                           None, cites=stage.cites, notice=notice)]  # fmt: skip
+    def _fire(self, state: MatterState, clock: Clock, at: int, stage: Stage, now: int) -> list[Alert]:
+        """Fire one stage (``stage`` is its prototype; ``at`` its instant for this clock)."""
+        late = now - at
+        late_by = late if late > self._late_after else None
+        level = stage.level
+        name = stage.name
+        cites = stage.cites
+        attrs = state.attrs
+        alert = _new_alert(
+            f"{state.matter_id}/{clock.rule}/{clock.name}/v{clock.version}/{name}", state.matter_id, state.kind,
+            clock.rule, clock.name, level, name, clock.due, at, late_by, clock.unit or state.unit,
+            self._dedup(stage.notify), NoticeKind.PRE_OUTAGE.value if level == "notice" else None, self.tz,
+            dict(attrs), (clock.start, clock.limit, clock.counts, clock.original_due),
+            {"cites": cites} if cites else None, None, self._rule_what.get(clock.rule, ""),
+        )  # the same as self._alert(state, clock, level, name, at, late_by, stage.notify, None, cites=cites, ...)
+        out = [alert]
         # Follow-ups that a fired stage implies.
-        if (
-            stage.name == "overdue"
-            and state.kind == "ticket"
-            and (clock.name == "resolve" or (clock.name == "feedback" and "resolve" not in state.clocks))
-        ):  # the matter's planned limit (R14/R15): R13 asks for an extension request before it
-            out += self._r13_resolve_check(state, clock, stage.at, late_by)
-        if stage.name == "overdue" and clock.name == "restore":
-            out.append(self._alert(
-                state, clock, "violation", "no_delay_report", stage.at, late_by,
-                self.policy.notify.get("violation", ("unit", "ops")),
-                "R23: the expected restoration time passed without a delay report in the warning group",
-            ))  # fmt: skip
-        if clock.kind in ("notice", "once"):
-            clock.stopped = stage.at
+        if name == "overdue":
+            cname = clock.name
+            if state.kind == "ticket" and (
+                cname == "resolve" or (cname == "feedback" and "resolve" not in state.clocks)
+            ):  # the matter's planned limit (R14/R15): R13 asks for an extension request before it
+                out += self._r13_resolve_check(state, clock, at, late_by)
+            if cname == "restore":
+                out.append(self._alert(
+                    state, clock, "violation", "no_delay_report", at, late_by,
+                    self.policy.notify.get("violation", ("unit", "ops")),
+                    "R23: the expected restoration time passed without a delay report in the warning group",
+                ))  # fmt: skip
+        kind = clock.kind
+        if kind == "notice" or kind == "once":
+            clock.stopped = at
             clock.outcome = "done"
             if clock.name == "pre_notice":
-                state.attrs["pre_notice_sent"] = out[0].alert_id
-        if clock.kind == "recurring":  # R22: re-arm for the next peak period
-            state.attrs["_peak_done_until"] = self._peak_end(stage.at)
-            state.attrs["peak_alerts"] = int(state.attrs.get("peak_alerts", 0)) + 1
-            if state.attrs["peak_alerts"] < MAX_PEAK_ALERTS:
-                self._arm_peak(state, after=self._peak_end(stage.at))
+                attrs["pre_notice_sent"] = alert.alert_id
+        elif kind == "recurring":  # R22: re-arm for the next peak period
+            attrs["_peak_done_until"] = self._peak_end(at)
+            attrs["peak_alerts"] = int(attrs.get("peak_alerts", 0)) + 1
+            if attrs["peak_alerts"] < MAX_PEAK_ALERTS:
+                self._arm_peak(state, after=self._peak_end(at))
             else:
-                clock.stopped = stage.at
+                clock.stopped = at
                 clock.outcome = "closed"
-        if clock.name.startswith("read:") and stage.name == "overdue":
-            self._open_meter_cycle(state, clock.due if clock.due is not None else stage.at)
+        if name == "overdue" and clock.name.startswith("read:"):
+            self._open_meter_cycle(state, clock.due if clock.due is not None else at)
+        return out
+
+    def _dedup(self, notify: tuple[str, ...]) -> tuple[str, ...]:
+        """``notify`` without repeats, in order (cached: a handful of distinct tuples)."""
+        out = self._notify_cache.get(notify)
+        if out is None:
+            out = self._notify_cache[notify] = tuple(dict.fromkeys(notify))
         return out
 
     def _alert(
@@ -684,27 +872,26 @@ class Engine:
         version = clock.version if clock else 1
         if cites:
             extra = {**(extra or {}), "cites": cites}
-        rule_obj = self.policy.rules.get(rule_id)
-        return Alert(
-            alert_id=f"{state.matter_id}/{rule_id}/{cname}/v{version}/{stage}",
-            matter_id=state.matter_id,
-            matter_kind=state.kind,
-            rule=rule_id,
-            clock=cname,
-            level=level,
-            stage=stage,
-            due_at=clock.due if clock else None,
-            fired_at=at,
-            late_by=late_by,
-            unit=(clock.unit if clock and clock.unit else state.unit),
-            notify=tuple(dict.fromkeys(notify)),
-            notice=notice,
-            tz=self.tz,
-            attrs=dict(state.attrs),
-            clock_info=None if clock is None else (clock.start, clock.limit, clock.counts, clock.original_due),
-            extra=extra,
-            text=message,
-            rule_what=rule_obj.what if rule_obj else "",
+        return _new_alert(
+            f"{state.matter_id}/{rule_id}/{cname}/v{version}/{stage}",
+            state.matter_id,
+            state.kind,
+            rule_id,
+            cname,
+            level,
+            stage,
+            clock.due if clock else None,
+            at,
+            late_by,
+            clock.unit if clock and clock.unit else state.unit,
+            self._dedup(notify) if type(notify) is tuple else tuple(dict.fromkeys(notify)),
+            notice,
+            self.tz,
+            dict(state.attrs),
+            None if clock is None else (clock.start, clock.limit, clock.counts, clock.original_due),
+            extra,
+            message,
+            self._rule_what.get(rule_id, ""),
         )
 
     # -------------------------------------------------------------- schedule
@@ -797,9 +984,8 @@ class Engine:
         if due is not None and limit is None:
             limit = self._measure(counts, start, due)
         clock = Clock(
-            name=name, rule=rule.id, start=start, due=due, limit=limit or 0, counts=counts,
-            version=(old.version + 1) if old else 1, armed_at=start if armed_at is None else armed_at,
-            original_due=due, unit=unit or state.unit, kind=kind,
+            name, rule.id, start, due, limit or 0, counts, (old.version + 1) if old else 1, 0,
+            start if armed_at is None else armed_at, due, None, None, unit or state.unit, [], kind,
         )  # fmt: skip
         state.clocks[name] = clock
         return clock
@@ -820,34 +1006,24 @@ class Engine:
         if clock is None or clock.stopped is not None:
             return
         clock.stopped = t
-        if not count or clock.due is None or clock.kind in ("notice", "once", "recurring", "window"):
+        due = clock.due
+        if not count or due is None or clock.kind in _NO_OUTCOME_KINDS:
             clock.outcome = "closed"
             return
-        clock.outcome = "met" if t <= clock.due else "missed"
-        state.outcomes.append(Outcome.of(clock))
+        met = t <= due
+        clock.outcome = "met" if met else "missed"
+        outcomes = state.outcomes
+        outcomes.append(_new_outcome(clock.rule, clock.name, clock.unit, clock.start, due, clock.original_due, t, met,
+                                len(clock.extensions)))  # Outcome.of(clock)  # fmt: skip
         state.outcomes_total += 1
-        if len(state.outcomes) > OUTCOMES_KEPT:
-            del state.outcomes[: len(state.outcomes) - OUTCOMES_KEPT]
+        if len(outcomes) > OUTCOMES_KEPT:
+            del outcomes[: len(outcomes) - OUTCOMES_KEPT]
 
     def _stop_clocks(self, state: MatterState, names: Iterable[str], t: int) -> None:
         for name in names:
             self._stop(state, state.clocks.get(name), t)
 
     # ============================================================ creation
-
-    def _create(self, event: CloudEvent, t: int) -> tuple[MatterState, list[Alert]]:
-        kind = event.type.split(".", 1)[0]
-        state = MatterState(matter_id=event.subject, kind=kind, status="open", created=t, last_time=t)
-        creators: dict[str, Callable[[MatterState, Any, int], list[Alert]]] = {
-            "ticket.created": self._ticket_created,
-            "outage.planned": self._outage_planned,
-            "outage.emergency": self._outage_emergency,
-            "leak.reported": self._leak_reported,
-            "damage.reported": self._damage_reported,
-            "meter.registered": self._meter_registered,
-        }
-        alerts = creators[event.type](state, event.data, t)
-        return state, alerts
 
     def _unit(self, unit: str | None) -> str | None:
         if unit is not None and unit not in self.units:
@@ -858,16 +1034,18 @@ class Engine:
 
     def _ticket_created(self, s: MatterState, d: TicketCreatedData, t: int) -> list[Alert]:
         alerts: list[Alert] = []
-        s.unit = self._unit(d.unit)
+        s.unit = self._unit(d.unit) if d.unit is not None else None
         s.status = "created"
-        s.attrs.update({"channel": d.channel.value})
+        attrs = s.attrs
+        attrs["channel"] = d.channel._value_  # ``_value_``: ``value`` without the enum property's call
         if d.summary:
-            s.attrs["summary"] = d.summary
+            attrs["summary"] = d.summary
         if d.location:
-            s.attrs["location"] = d.location
-        if d.category is not None:
-            cat = d.category.value
-            s.attrs["category"] = cat
+            attrs["location"] = d.location
+        category = d.category
+        if category is not None:
+            cat = category._value_
+            attrs["category"] = cat
             rules = self._by_category.get(cat, [])
             if not rules:
                 raise _Reject("unknown_category", f"data.category: {cat!r} has no rule in the policy")
@@ -902,9 +1080,9 @@ class Engine:
                 self._start_clock(s, "return", rule, t, limit=variant.limit, counts=variant.counts,
                                   kind="window")  # fmt: skip
         r12 = self.policy.rules.get("R12")
-        if r12 is not None and d.category is not None and d.category.value in r12.categories:
+        if r12 is not None and category is not None and category._value_ in r12.categories:
             alerts.append(self._alert(s, None, "escalation", "immediate", t, None, r12.notify,
-                                      f"R12: {d.category.value} reported to the leaders at once",
+                                      f"R12: {category._value_} reported to the leaders at once",
                                       rule="R12", clock_name="report"))  # fmt: skip
         return alerts
 
@@ -913,52 +1091,76 @@ class Engine:
             raise _Reject("illegal_transition", f"{what}: not allowed while the ticket is {s.status}")
 
     def _ticket_dispatched(self, s: MatterState, d: TicketDispatchedData, t: int) -> list[Alert]:
-        self._require(s, ("created", "returned", "dispatched"), "ticket.dispatched")
+        if s.status not in ("created", "returned", "dispatched"):
+            self._require(s, ("created", "returned", "dispatched"), "ticket.dispatched")
         unit = self._unit(d.unit)
         if unit != s.unit:  # R13's duty to ask for an extension is the newly responsible unit's
             s.attrs.pop("_extension_requested_at", None)
         s.unit = unit
         for c in s.clocks.values():
             if c.stopped is None:
-                c.unit = s.unit
+                c.unit = unit
         s.status = "dispatched"
         s.attrs["dispatched_at"] = _iso(t, self.tz)
-        self._start_clock(s, "accept", self.policy.rules["R13.accept"], t,
-                          limit=self.policy.rules["R13.accept"].limit)  # fmt: skip
+        rule = self.policy.rules["R13.accept"]
+        self._start_clock(s, "accept", rule, t, limit=rule.limit)
         return []
 
     def _ticket_accepted(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
-        if s.status in ("created", "returned"):
-            raise _Reject("illegal_transition", "ticket.accepted: the ticket has not been dispatched yet")
-        self._require(s, ("dispatched",), "ticket.accepted")
-        self._unit(d.unit)
+        if s.status != "dispatched":
+            if s.status in ("created", "returned"):
+                raise _Reject("illegal_transition", "ticket.accepted: the ticket has not been dispatched yet")
+            self._require(s, ("dispatched",), "ticket.accepted")
+        if d.unit is not None:
+            self._unit(d.unit)
         s.status = "accepted"
-        self._stop(s, s.clocks.get("accept"), t)
-        self._stop(s, s.clocks.get("return"), t, count=False)
+        clocks = s.clocks
+        self._stop(s, clocks.get("accept"), t)
+        c = clocks.get("return")
+        if c is not None and c.stopped is None:
+            self._stop(s, c, t, count=False)
         return []
 
     def _ticket_responded(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
-        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"), "ticket.responded")
-        self._unit(d.unit)
-        self._stop_clocks(s, ("respond", "feedback"), t)
-        self._stop(s, s.clocks.get("return"), t, count=False)
+        if s.status not in _TICKET_OPEN:
+            self._require(s, _TICKET_OPEN, "ticket.responded")
+        if d.unit is not None:
+            self._unit(d.unit)
+        clocks = s.clocks
+        for name in ("respond", "feedback"):
+            c = clocks.get(name)
+            if c is not None and c.stopped is None:
+                self._stop(s, c, t)
+        c = clocks.get("return")
+        if c is not None and c.stopped is None:
+            self._stop(s, c, t, count=False)
         return []
 
     def _ticket_resolved(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
-        self._require(s, ("created", "dispatched", "accepted", "returned", "reopened"), "ticket.resolved")
-        self._unit(d.unit)
+        if s.status not in _TICKET_OPEN:
+            self._require(s, _TICKET_OPEN, "ticket.resolved")
+        if d.unit is not None:
+            self._unit(d.unit)
         s.status = "resolved"
-        self._stop_clocks(s, ("resolve", "respond", "feedback", "accept"), t)
-        self._stop(s, s.clocks.get("return"), t, count=False)
+        clocks = s.clocks
+        for name in ("resolve", "respond", "feedback", "accept"):
+            c = clocks.get(name)
+            if c is not None and c.stopped is None:
+                self._stop(s, c, t)
+        c = clocks.get("return")
+        if c is not None and c.stopped is None:
+            self._stop(s, c, t, count=False)
         return []
 
     def _ticket_closed(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
         if s.status == "closed":
             raise _Reject("illegal_transition", "ticket.closed: the ticket is already closed")
-        self._unit(d.unit)
+        if d.unit is not None:
+            self._unit(d.unit)
         s.status = "closed"
         for c in s.clocks.values():
-            self._stop(s, c, t, count=c.kind == "deadline")
+            if c.stopped is None:
+                self._stop(s, c, t, count=c.kind == "deadline")
         return []
 
     def _ticket_reopened(self, s: MatterState, d: UnitNoteData, t: int) -> list[Alert]:
