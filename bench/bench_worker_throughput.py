@@ -196,6 +196,8 @@ def main() -> None:
             spy[0].wait(timeout=60)
             log("worker profile (py-spy, during the measured span):\n" + summarize_profile(b.tmp / "profile.txt"))
 
+        batches = int(final.get("batches", 0))
+        records = int(final.get("events", 0)) + int(final.get("checks", 0))
         rows = [
             ("events", f"{n:,}"),
             ("matters", f"{matters:,}"),
@@ -219,6 +221,7 @@ def main() -> None:
                 f"{final.get('alerts', 0):,} / {final.get('deadletters', 0):,} / {final.get('duplicates', 0):,}",
             ),
             ("worker checks sent / processed", f"{final.get('checks_sent', 0):,} / {final.get('checks', 0):,}"),
+            ("worker batches (records per batch)", f"{batches:,} ({records / max(1, batches):,.1f})"),
             ("worker matters indexed", f"{final.get('matters_indexed', 0):,}"),
             ("worker peak RSS VmHWM (MB)", f"{w.peak_hwm_kb / 1024:,.0f}"),
             ("worker log tracebacks", str(errors)),

@@ -632,15 +632,20 @@ class TicketStates:
 
     def __init__(self, time_scale: float = 1.0) -> None:
         from streams.processor import Processor
+        from streams.worker import config_tag
         from waterwatch.core.config import load_config
 
-        self.processor = Processor(load_config(time_scale=time_scale).engine(), "x.events")
+        config = load_config(time_scale=time_scale)
+        self.tag = config_tag(config)  # the worker's header tag: its index rebuild reads the due from the header
+        self.processor = Processor(config.engine(), "x.events", state_tag=self.tag)
         t0 = 1_700_000_000
         r = self.processor.on_event(b"M-0", encode_event(ticket_event("M-0", t0))[1], topic="x.events",
                                     partition=0, offset=0, stored=None, now=t0 + 60)  # fmt: skip
         assert r.state is not None and r.next_due is not None and not r.alerts, r
         self.first_offset = r.next_due - t0
-        text = r.state.decode()
+        header, _, body = r.state.partition(b"\n")
+        assert header == b"#%d %s" % (r.next_due, self.tag.encode()), header
+        text = body.decode()
         state = json.loads(text)
         due = state["clocks"]["resolve"]["due"]
         self.limit = due - t0
@@ -657,7 +662,8 @@ class TicketStates:
         return r.state
 
     def state(self, mid: str, t: int) -> bytes:
-        return self._tmpl.format(mid=mid, t=t, due=t + self.limit).encode()
+        body = self._tmpl.format(mid=mid, t=t, due=t + self.limit).encode()
+        return b"#%d %s\n%s" % (t + self.first_offset, self.tag.encode(), body)
 
 
 def wait_events(w: WorkerProc, n: int, *, timeout: float, what: str, progress_every: float = 30.0,

@@ -7,17 +7,18 @@ The worker code is the project's own (streams/worker.py), patched in this
 process only:
 
 ``--no-alert-flush``
-    ``await app.producer.flush()`` is a no-op when the agent ``process`` calls
-    it (after each record that produced alerts); Faust's own flush before each
-    offset commit still runs.  This breaks the worker's "alerts are out before
-    the state says they fired" rule, so it only shows what the per-alert flush
-    costs.
+    The agent does not wait for the acknowledgement of a batch's alerts and
+    dead letters before it writes the batch's states (``Worker._await_sent``
+    is a no-op); Faust's own flush before each offset commit still runs.  This
+    breaks the worker's "alerts are out before the state says they fired"
+    rule, so it only shows what that wait costs.
 ``--gc-log``
     Nothing changed; every cyclic-GC pass of 20 ms or more is logged (generation, duration, objects
     collected), and a summary of all passes every 10 s, to see GC pauses with large indexes.
 ``--linger SECONDS``
-    Faust's ``producer_linger`` (aiokafka ``linger_ms``), default 0: lets the
-    producer batch the per-record changelog writes instead of one request each.
+    Faust's ``producer_linger`` (aiokafka ``linger_ms``); the worker's default is
+    ``WorkerSettings.producer_linger`` (5 ms; Faust's own default is 0, one
+    request per changelog write).
 """
 
 from __future__ import annotations
@@ -56,22 +57,11 @@ def main() -> None:
     faust.App = VariantApp  # type: ignore[misc]  # streams.worker calls faust.App(...)
 
     if opts.no_alert_flush:
-        real_build = sw.Worker._build
 
-        def build(self: Any) -> Any:
-            app = real_build(self)
-            producer = app.producer
-            real_flush = producer.flush
+        async def no_wait(self: Any, sends: Any) -> None:
+            return None
 
-            async def flush() -> None:
-                if sys._getframe(1).f_code.co_name == "process":  # the agent's per-alert flush
-                    return
-                await real_flush()
-
-            producer.flush = flush  # type: ignore[method-assign]
-            return app
-
-        sw.Worker._build = build  # type: ignore[method-assign]
+        sw.Worker._await_sent = no_wait  # type: ignore[method-assign]
 
     import logging
 

@@ -35,14 +35,44 @@ class Result:
     decided: list[Outcome] = field(default_factory=list)  # deadlines this record decided (met/missed)
 
 
-def encode_state(state: MatterState) -> bytes:
-    return json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+def encode_state(state: MatterState, next_due: int | None = None, tag: str | None = None) -> bytes:
+    """The stored form of a state: its JSON, after a one-line header ``#<next due|-> <tag>`` when ``tag`` is given.
+
+    The header lets the worker rebuild its deadline index after recovery
+    without decoding every state (:func:`stored_next_due`); ``tag`` names the
+    configuration the due was computed with (``streams.worker.config_tag``),
+    so a state written under another policy or time scale is decoded instead.
+    """
+    body = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    if tag is None:
+        return body
+    return b"#%s %s\n%s" % (b"-" if next_due is None else str(next_due).encode(), tag.encode(), body)
 
 
 def decode_state(raw: bytes | None) -> MatterState | None:
     if raw is None:
         return None
+    if raw[:1] == b"#":  # header (encode_state with a tag)
+        raw = raw[raw.index(b"\n") + 1 :]
     return MatterState.from_dict(json.loads(raw))
+
+
+def stored_next_due(raw: bytes, tag: bytes) -> tuple[bool, int | None]:
+    """(True, next due) from a stored state's header if it was written with ``tag``; (False, None) otherwise."""
+    if raw[:1] != b"#":
+        return False, None
+    end = raw.find(b"\n", 1, 64)
+    if end < 0:
+        return False, None
+    head = raw[1:end].split(b" ")
+    if len(head) != 2 or head[1] != tag:
+        return False, None
+    if head[0] == b"-":
+        return True, None
+    try:
+        return True, int(head[0])
+    except ValueError:
+        return False, None
 
 
 def encode_alert(alert: Alert) -> bytes:
@@ -82,9 +112,10 @@ def deadletter_record(
 class Processor:
     """Turns one input record plus the matter's stored state into what to write."""
 
-    def __init__(self, engine: Engine, events_topic: str = "waterwatch.events") -> None:
+    def __init__(self, engine: Engine, events_topic: str = "waterwatch.events", state_tag: str | None = None) -> None:
         self.engine = engine
         self.events_topic = events_topic
+        self.state_tag = state_tag  # header tag of stored states (None: plain JSON)
 
     def on_event(
         self, key: bytes | None, value: bytes | None, *, topic: str, partition: int | None,
@@ -134,7 +165,7 @@ class Processor:
                 more = self.engine.advance(new_state, int(now), copy=False)
                 result.alerts += more.alerts
                 due = self.engine.next_due(new_state)
-            result.state = encode_state(new_state)
+            result.state = encode_state(new_state, due, self.state_tag)
             result.next_due = due
             result.new_state = new_state
             result.decided = _decided(new_state, outcomes_before)
@@ -155,8 +186,9 @@ class Processor:
             return Result(next_due=due, matter_id=state.matter_id)
         step = self.engine.advance(state, int(now), copy=False)
         assert step.state is not None
-        return Result(state=encode_state(step.state), alerts=step.alerts,
-                      next_due=self.engine.next_due(step.state), matter_id=state.matter_id,
+        nxt = self.engine.next_due(step.state)
+        return Result(state=encode_state(step.state, nxt, self.state_tag), alerts=step.alerts,
+                      next_due=nxt, matter_id=state.matter_id,
                       new_state=step.state, decided=_decided(step.state, outcomes_before))  # fmt: skip
 
 

@@ -17,23 +17,28 @@ alert (same ``alert_id``: consumers de-duplicate) but never lose one
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.streams import _current_event
+from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from streams import faust_fixes
 from streams.deadlines import DeadlineIndex
-from streams.processor import Processor, encode_alert, encode_check
+from streams.processor import Processor, Result, decode_state, encode_alert, encode_check, stored_next_due
 from waterwatch import __version__
 from waterwatch.core.config import Config
-from waterwatch.metrics import WorkerMetrics
+from waterwatch.metrics import WorkerMetrics, serve_metrics
 from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
 
 log = logging.getLogger("waterwatch.worker")
@@ -50,12 +55,21 @@ class WorkerSettings:
     data_dir: Path = field(default_factory=lambda: Path(".waterwatch") / "worker")
     web_port: int = 6066
     timer_interval: float = 0.1
+    batch_max: int = 500  # records processed (and their alerts flushed) together at most
+    check_limit: int = 2000  # due matters one check command fires at most (the next tick sends another)
+    check_resend: float = 1.0  # seconds before a partition's unanswered check command is sent again
+    producer_linger: float = 0.005  # seconds the producer waits to batch records (changelog, alerts) per request
     rocksdb_block_cache_mb: int = 8
     rocksdb_write_buffer_mb: int = 4
     rocksdb_write_buffers: int = 2
     topic_prefix: str = "waterwatch"  # topics are {prefix}.events, .clock, .alerts, .deadletter
     metrics_port: int = field(default_factory=lambda: int(os.environ.get("WATERWATCH_METRICS_PORT", "9464")))
     metrics_addr: str = field(default_factory=lambda: os.environ.get("WATERWATCH_METRICS_ADDR", "127.0.0.1"))
+    # before Faust starts, bulk-read the changelog into the local stores when they are this many records behind
+    # (Faust's own recovery handles a record at a time); 0: never
+    prefetch_min_records: int = field(
+        default_factory=lambda: int(os.environ.get("WATERWATCH_STATE_PREFETCH_MIN", "20000"))
+    )
     now: Callable[[], float] = time.time
 
     @property
@@ -97,6 +111,32 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def config_tag(config: Config) -> str:
+    """A short fingerprint of what a matter's next due instant depends on: the config files, the time scale
+    and the engine's code.  Stored in each state's header (``streams.processor.encode_state``); a state
+    written under another tag is decoded and its due recomputed when the index is rebuilt."""
+    from waterwatch.core import engine
+
+    h = hashlib.sha1()
+    for name in ("policy.yaml", "units.yaml", "calendar.yaml"):
+        try:
+            h.update((Path(config.directory) / name).read_bytes())
+        except OSError:
+            h.update(b"-")
+    h.update(repr(config.policy.time_scale).encode())
+    try:
+        h.update(Path(engine.__file__).read_bytes())
+    except OSError:
+        h.update(__version__.encode())
+    return h.hexdigest()[:10]
+
+
+def _as_current(event: Any) -> None:
+    """Make ``event`` Faust's current event, as during its own iteration step: the table reads and writes the
+    store and changelog partition of that event's message (batches write after the whole batch is done)."""
+    _current_event.set(weakref.ref(event))
+
+
 class Worker:
     """The Faust app and the state around it (health, deadline index, counters)."""
 
@@ -104,16 +144,26 @@ class Worker:
         self.settings = settings
         self.config = config
         self.engine = config.engine()
-        self.processor = Processor(self.engine, settings.events_topic)
+        self.tag = config_tag(config)
+        self.processor = Processor(self.engine, settings.events_topic, state_tag=self.tag)
         self.index = DeadlineIndex()
+        self._check_sent: dict[int, float] = {}  # partition -> monotonic time its check command was sent
+        self._generation = 0  # bumped at every revocation: a rebuild of an older generation stops
+        self._touched: set[str] | None = None  # matters the agent indexed while a rebuild runs
+        self._gauge_task: asyncio.Task[None] | None = None
+        self._gauge_skip: set[str] | None = None  # matters the agent counted while the gauge is refilled
+        # events partition -> offset of the last record of the backlog found at recovery: until the agent has
+        # processed it, checks of that partition fire nothing (an event waiting there may stop a due deadline)
+        self._catchup: dict[int, int] = {}
         self.state = "starting"
         self.counters: dict[str, int] = {
-            "events": 0, "duplicates": 0, "deadletters": 0, "alerts": 0, "checks": 0, "checks_sent": 0,
+            "events": 0, "duplicates": 0, "deadletters": 0, "alerts": 0, "checks": 0, "checks_sent": 0, "batches": 0,
         }  # fmt: skip
         self.fire_lag: list[float] = []  # seconds between a stage's instant and its alert leaving
         self.metrics = WorkerMetrics.from_config(config)
         self.metrics.build_info(__version__)
         self.metrics.watch_calendar(config.calendar)
+        self.metrics_port: int | None = None  # where /metrics is served (run_worker binds it); None: not served
         self._last_offset: dict[int, int] = {}  # events partition -> last offset processed
         self.app = self._build()
 
@@ -146,6 +196,7 @@ class Worker:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             table_standby_replicas=0,
+            producer_linger=s.producer_linger,
         )
         source = app.topic(s.events_topic, s.clock_topic, key_serializer="raw", value_serializer="raw",
                            partitions=s.partitions)  # fmt: skip
@@ -168,62 +219,44 @@ class Worker:
             },
         )
         self.matters = matters
+        self.alerts_topic, self.clock_topic, self.deadletter_topic = alerts, clock, deadletter
         worker = self
-        events_topic = s.events_topic
 
         @app.agent(source, concurrency=1)
         async def process(stream: faust.StreamT[Any]) -> None:
+            # Records are taken in batches: whatever has arrived (up to batch_max) is processed, its alerts
+            # and dead letters are sent and acknowledged together, then the states are written and the
+            # records acked.  Acks are ours: Faust commits an offset only after its record is acked.
+            stream.enable_acks = False
+            queue = getattr(stream.channel, "queue", None)
+            more = queue.qsize if queue is not None else (lambda: 0)
+            batch: list[Any] = []
             async for event in stream.events():
-                msg = event.message
-                key: bytes | None = event.key
-                now = s.now()
-                stored = matters.get(key) if key is not None else None
-                metrics = worker.metrics
-                if msg.topic == events_topic:
-                    worker.counters["events"] += 1
-                    metrics.event("event")
-                    worker._last_offset[msg.partition] = msg.offset
-                    result = worker.processor.on_event(key, event.value, topic=msg.topic, partition=msg.partition,
-                                                       offset=msg.offset, stored=stored, now=now)  # fmt: skip
-                else:
-                    worker.counters["checks"] += 1
-                    metrics.event("check")
-                    result = worker.processor.on_check(key, stored, now=now)
-                if result.alerts:
-                    for alert in result.alerts:
-                        await alerts.send(key=alert.matter_id.encode(), value=encode_alert(alert))
-                    await app.producer.flush()  # alerts are out before the state says they fired
-                    sent = s.now()
-                    worker.counters["alerts"] += len(result.alerts)
-                    metrics.alerts(result.alerts)
-                    if msg.topic != events_topic:  # fired by the timer: how late after its threshold
-                        for a in result.alerts:
-                            lag = max(0.0, sent - a.fired_at)
-                            metrics.fire_lag(lag)
-                            worker.fire_lag.append(lag)
-                        if len(worker.fire_lag) > 100_000:
-                            del worker.fire_lag[:50_000]
-                if result.deadletter is not None:
-                    worker.counters["deadletters"] += 1
-                    metrics.rejected(result.error)
-                    await deadletter.send(key=key, value=result.deadletter)
-                if result.duplicate:
-                    worker.counters["duplicates"] += 1
-                    metrics.duplicate()
-                if result.state is not None and key is not None:
-                    matters[key] = result.state
-                if result.decided:
-                    metrics.deadlines_decided(result.decided)
-                if result.new_state is not None:
-                    metrics.track(result.new_state, now, partition=msg.partition)
-                if result.matter_id is not None:
-                    worker.index.set(result.matter_id, msg.partition, result.next_due)
+                batch.append(event)
+                if more() > 0 and len(batch) < s.batch_max:
+                    continue  # more is already waiting: take it into this batch
+                try:
+                    await worker._process_batch(batch)
+                finally:
+                    done, batch = batch, []
+                for ev in done:
+                    await stream.ack(ev)
 
         @app.timer(interval=s.timer_interval, on_leader=False)
         async def tick() -> None:
+            # One check command per partition that has something due, keyed by its earliest due matter (so it
+            # lands on that partition): the agent owning the partition fires all of the partition's due
+            # matters.  Sends are not awaited one by one: a send only queues the record.
             if worker.state != "ready":
                 return
-            for matter_id, partition, due in worker.index.pop_due(s.now()):
+            mono = time.monotonic()
+            for partition, matter_id, due in worker.index.due_partitions(s.now()):
+                if partition in worker._catchup:
+                    continue  # its backlog of events first
+                sent = worker._check_sent.get(partition)
+                if sent is not None and mono - sent < s.check_resend:
+                    continue  # one is on its way
+                worker._check_sent[partition] = mono
                 worker.counters["checks_sent"] += 1
                 await clock.send(key=matter_id.encode(), value=encode_check(matter_id, due), partition=partition)
 
@@ -235,6 +268,8 @@ class Worker:
         async def started() -> None:
             log.info("worker starting: %d partitions, time scale %s, topics %s.*", s.partitions,
                      worker.config.policy.time_scale, s.topic_prefix)  # fmt: skip
+            if worker.metrics_port is not None:
+                log.info("metrics on http://%s:%d/metrics", s.metrics_addr, worker.metrics_port)
 
         @matters.on_recover
         async def recovered() -> None:
@@ -244,19 +279,24 @@ class Worker:
                 await app.consumer.perform_seek()
             except Exception as exc:  # never let positioning stop the index rebuild
                 log.warning("seek before resuming failed (%s); Faust seeks again after resuming", exc)
-            worker._rebuild_index()
+            await worker._note_backlog()
+            await worker._rebuild_index()
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
             ready = worker.state == "ready"
             body = {"status": worker.state, "ready": ready, "matters_indexed": len(worker.index),
-                    **worker.counters}  # fmt: skip
+                    "metrics_port": worker.metrics_port, **worker.counters}  # fmt: skip
             return web.json(body, status=200 if ready else 503)
 
         @app.on_partitions_revoked.connect
         async def revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
             parts = {tp.partition for tp in revoked if tp.topic in (s.events_topic, s.clock_topic)}
+            worker._generation += 1  # a rebuild still running is for an assignment that is gone
             dropped = worker.index.drop_partitions(parts)
+            for p_ in parts:
+                worker._check_sent.pop(p_, None)
+                worker._catchup.pop(p_, None)
             worker.metrics.drop_partitions(parts)
             for p_ in parts:
                 worker._last_offset.pop(p_, None)
@@ -290,28 +330,310 @@ class Worker:
             total += max(0, high - 1 - last)
         self.metrics.consumer_lag_messages(self.settings.events_topic, total)
 
-    def _rebuild_index(self) -> None:
-        """After recovery: index every matter this worker now owns (and count the open ones)."""
+    async def _process_batch(self, batch: list[Any]) -> None:
+        """Process records in order; send every alert and dead letter and await their acks; then write states.
+
+        Principle 3: no state that records an alert as fired is written (to RocksDB or the changelog)
+        before that alert is acknowledged by the broker, so a crash can repeat an alert but never lose it.
+        A check command fires every due matter of its partition (from this worker's index) in one go.
+        """
+        s = self.settings
+        matters = self.matters
+        metrics = self.metrics
+        counters = self.counters
+        processor = self.processor
+        events_topic = s.events_topic
+        alerts_topic, deadletter_topic = self.alerts_topic, self.deadletter_topic
+        written: dict[bytes, tuple[Any, bytes]] = {}  # key -> (record of its partition, newest state)
+        done: list[tuple[Result, int, float, bool]] = []  # (result, partition, now, fired by a check)
+        sends: list[Awaitable[Any]] = []
+        counters["batches"] += 1
+
+        def stored(key: bytes) -> bytes | None:
+            w = written.get(key)
+            return w[1] if w is not None else matters.get(key)
+
+        for event in batch:
+            msg = event.message
+            key: bytes | None = event.key
+            now = s.now()
+            _as_current(event)
+            results: list[tuple[bytes | None, Result, bool]]
+            if msg.topic == events_topic:
+                counters["events"] += 1
+                metrics.event("event")
+                self._last_offset[msg.partition] = msg.offset
+                if self._catchup and msg.offset >= self._catchup.get(msg.partition, msg.offset + 1):
+                    del self._catchup[msg.partition]  # backlog done: checks of this partition fire again
+                    self._check_sent.pop(msg.partition, None)
+                result = processor.on_event(key, event.value, topic=msg.topic, partition=msg.partition,
+                                            offset=msg.offset, stored=stored(key) if key is not None else None,
+                                            now=now)  # fmt: skip
+                results = [(key, result, False)]
+            else:
+                counters["checks"] += 1
+                metrics.event("check")
+                results = []
+                if msg.partition in self._catchup:
+                    continue  # the tick sends another once the partition's backlog of events is processed
+                self._check_sent.pop(msg.partition, None)
+                for matter_id, _due in self.index.pop_due_in(msg.partition, now, s.check_limit):
+                    mkey = matter_id.encode()
+                    results.append((mkey, processor.on_check(mkey, stored(mkey), now=now), True))
+            for k, result, timer in results:
+                for alert in result.alerts:
+                    sends.append(await alerts_topic.send(key=alert.matter_id.encode(), value=encode_alert(alert)))
+                if result.deadletter is not None:
+                    sends.append(await deadletter_topic.send(key=k, value=result.deadletter))
+                if result.state is not None and k is not None:
+                    written[k] = (event, result.state)
+                done.append((result, msg.partition, now, timer))
+        if sends:
+            await self._await_sent(sends)  # every alert and dead letter is acknowledged before any state is written
+        sent = s.now()
+        for k, (ev, state) in written.items():
+            _as_current(ev)
+            matters[k] = state
+        index = self.index
+        touched = self._touched
+        for result, partition, now, timer in done:
+            if result.alerts:
+                counters["alerts"] += len(result.alerts)
+                metrics.alerts(result.alerts)
+                if timer:  # fired by a check: how late after its threshold
+                    for a in result.alerts:
+                        lag = max(0.0, sent - a.fired_at)
+                        metrics.fire_lag(lag)
+                        self.fire_lag.append(lag)
+            if result.deadletter is not None:
+                counters["deadletters"] += 1
+                metrics.rejected(result.error)
+            if result.duplicate:
+                counters["duplicates"] += 1
+                metrics.duplicate()
+            if result.decided:
+                metrics.deadlines_decided(result.decided)
+            if result.new_state is not None:
+                metrics.track(result.new_state, now, partition=partition)
+                if self._gauge_skip is not None:
+                    self._gauge_skip.add(result.new_state.matter_id)
+            if result.matter_id is not None:
+                index.set(result.matter_id, partition, result.next_due)
+                if touched is not None:
+                    touched.add(result.matter_id)
+        if len(self.fire_lag) > 100_000:
+            del self.fire_lag[:50_000]
+
+    async def _note_backlog(self) -> None:
+        """Before the stream partitions resume: remember, per events partition, the last offset already in
+        the log beyond the committed position.  Deadlines that passed while no worker ran fire only after
+        that backlog is applied, so an event that stopped a clock meanwhile wins over the late check."""
+        self._catchup.clear()
+        consumer = self.app.consumer
+        try:
+            tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.events_topic]
+            if not tps:
+                return
+            ends = await consumer.highwaters(*tps)
+            for tp in tps:
+                end, pos = ends.get(tp), await consumer.position(tp)
+                if end is not None and pos is not None and pos < end:
+                    self._catchup[tp.partition] = end - 1
+        except Exception as exc:  # never let this stop recovery: late deadlines then fire without waiting
+            log.warning("could not read the events backlog (%r); late deadlines do not wait for it", exc)
+            self._catchup.clear()
+        if self._catchup:
+            log.info("events backlog to apply before late deadlines fire: %s",
+                     {p: off for p, off in sorted(self._catchup.items())})  # fmt: skip
+
+    async def _await_sent(self, sends: list[Awaitable[Any]]) -> None:
+        """Wait for the broker's acknowledgement of every record sent (raises if one failed)."""
+        await asyncio.gather(*sends)
+
+    def _stored_partitions(self) -> list[tuple[int, Iterator[tuple[bytes, bytes]]]]:
+        """(partition, iterator of (key, stored state)) of every active partition of the ``matters`` table."""
+        store = self.matters.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is None or not hasattr(store, "_visible_items"):  # not the RocksDB store: hash the keys
+            groups: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key, raw in self.matters.items():
+                groups.setdefault(partition_for(key, self.settings.partitions), []).append((key, raw))
+            return [(p, iter(items)) for p, items in sorted(groups.items())]
+        actives = self.app.assignor.assigned_actives()
+        topic = self.matters.changelog_topic_name
+        return [(p, store._visible_items(db)) for p, db in sorted(dbs.items()) if TP(topic, p) in actives]
+
+    async def _rebuild_index(self) -> None:
+        """After recovery: index every matter this worker now owns, from the due in each stored state's header.
+
+        Runs in the table's recovery callback, before Faust resumes the stream partitions.  It reads the
+        stored partitions directly (the partition is known, no hashing), decodes only states without a
+        header of this configuration, yields to the event loop every few thousand matters (/healthz and the
+        consumer stay responsive) and stops if partitions are revoked meanwhile.  The open-matters gauge,
+        which needs every state decoded, is refilled in the background once the worker is ready.
+        """
+        gen = self._generation
+        started = time.monotonic()
         self.index.clear()
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
+            self._gauge_task = None
         self.metrics.reset_open()
-        n = 0
-        parts = self.settings.partitions
-        now = self.settings.now()
-        for key, raw in self.matters.items():
-            if raw is None:
-                continue
-            state = self.processor_state(raw)
-            if state is None:
-                continue
-            partition = partition_for(key, parts)
-            self.index.set(state.matter_id, partition, self.engine.next_due(state))
-            self.metrics.track(state, now, partition=partition)
-            n += 1
-        self._set_state("ready", f"recovered {n} matters, {len(self.index)} with a pending deadline")
+        self._touched = touched = set()
+        tag = self.tag.encode()
+        engine = self.engine
+        n = decoded = 0
+        try:
+            for partition, items in self._stored_partitions():
+                entries: list[tuple[str, int]] = []
+                for key, raw in items:
+                    if raw is None:
+                        continue
+                    n += 1
+                    if not n % 5000:
+                        await asyncio.sleep(0)
+                        if gen != self._generation:
+                            log.info("index rebuild stopped after %d matters: partitions revoked", n)
+                            return
+                    ok, due = stored_next_due(raw, tag)
+                    matter_id = key.decode("utf-8", "replace")
+                    if not ok:  # no header, or written under another configuration
+                        decoded += 1
+                        state = self.processor_state(raw)
+                        if state is None:
+                            continue
+                        matter_id, due = state.matter_id, engine.next_due(state)
+                    if due is not None:
+                        entries.append((matter_id, due))
+                self.index.load(partition, entries, skip=touched)
+        finally:
+            self._touched = None
+        took = time.monotonic() - started
+        self._set_state("ready", f"recovered {n} matters, {len(self.index)} with a pending deadline "
+                                 f"({decoded} decoded, {took:.1f} s)")  # fmt: skip
+        self._gauge_task = asyncio.ensure_future(self._rebuild_gauge(gen))
+
+    async def _rebuild_gauge(self, gen: int) -> None:
+        """Count the recovered open matters in the gauge (decodes every state): in the background, yielding."""
+        self._gauge_skip = skip = set()
+        try:
+            now = self.settings.now()
+            n = 0
+            for partition, items in self._stored_partitions():
+                for _key, raw in items:
+                    n += 1
+                    if not n % 500:
+                        await asyncio.sleep(0)
+                        if gen != self._generation:
+                            return
+                    state = self.processor_state(raw) if raw is not None else None
+                    if state is not None and state.matter_id not in skip:
+                        self.metrics.track(state, now, partition=partition)
+            log.info("open-matters gauge refilled from %d stored matters", n)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the gauge is not worth a crash
+            log.exception("refilling the open-matters gauge failed")
+        finally:
+            if self._gauge_skip is skip:
+                self._gauge_skip = None
+
+    def prefetch_state(self, timeout: float = 900.0) -> dict[str, float]:
+        """Before Faust starts: bring every local partition store of ``matters`` up to the changelog's end.
+
+        Faust's recovery applies a changelog a record at a time (a few thousand per second); this reads it
+        in bulk with its own consumer (no group) and writes each fetched chunk to the partition's RocksDB in
+        one write batch together with Faust's persisted offset, the offset of the last record applied.
+        Faust then recovers from there as usual, so the worst an interruption costs is the time spent:
+        the store never holds a record without its offset.  Runs only when the stores are at least
+        ``prefetch_min_records`` behind in total; reads every partition (the assignment is not known yet).
+        """
+        s = self.settings
+        if s.prefetch_min_records <= 0:
+            return {}
+        store = self.matters.data  # created here, outside the loop below (a Service binds the loop it first sees)
+        paths = {p: store.partition_path(p) for p in range(s.partitions)}
+        loop = asyncio.new_event_loop()  # its own loop, closed after: Faust's is not touched
+        handler = None
+        if not logging.getLogger().handlers and not log.handlers:  # Faust sets up logging only when it starts
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+        try:
+            return loop.run_until_complete(
+                asyncio.wait_for(self._prefetch(paths, store.rocksdb_options, store.offset_key), timeout)
+            )
+        except Exception as exc:  # Faust's recovery does the rest
+            log.warning("state prefetch stopped (%r); Faust's recovery reads the rest", exc)
+            return {}
+        finally:
+            loop.close()
+            if handler is not None:
+                log.removeHandler(handler)
+                log.setLevel(logging.NOTSET)
+
+    async def _prefetch(self, paths: dict[int, Path], options: Any, offset_key: bytes) -> dict[str, float]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from rocksdict import WriteBatch
+
+        s = self.settings
+        started = time.monotonic()
+        tps = [TopicPartition(s.changelog_topic, p) for p in range(s.partitions)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+                                    request_timeout_ms=60_000)  # fmt: skip
+        await consumer.start()
+        dbs: dict[int, Any] = {}
+        try:
+            consumer.assign(tps)
+            begin = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            start: dict[Any, int] = {}
+            for tp in tps:
+                path = paths[tp.partition]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db = dbs[tp.partition] = options.open(path)
+                persisted = db.get(offset_key)
+                start[tp] = max(begin[tp], int(persisted) + 1 if persisted is not None else 0)
+            behind = {tp: end[tp] - start[tp] for tp in tps if end[tp] > start[tp]}
+            total = sum(behind.values())
+            if total < s.prefetch_min_records:
+                return {}
+            log.info("state prefetch: local stores %d changelog records behind; reading them in bulk", total)
+            for tp in behind:
+                consumer.seek(tp, start[tp])
+            consumer.pause(*[tp for tp in tps if tp not in behind])
+            applied = 0
+            pending = set(behind)
+            while pending:
+                got = await consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+                for tp, records in got.items():
+                    if not records:
+                        continue
+                    batch = WriteBatch(raw_mode=True)
+                    for r in records:
+                        if r.value is None:
+                            batch.delete(r.key)
+                        else:
+                            batch.put(r.key, r.value)
+                    batch.put(offset_key, str(records[-1].offset).encode())  # Faust's persisted offset
+                    dbs[tp.partition].write(batch)
+                    applied += len(records)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+                        consumer.pause(tp)
+                await asyncio.sleep(0)
+            took = time.monotonic() - started
+            log.info("state prefetch: %d records applied in %.1f s", applied, took)
+            return {"records": applied, "seconds": took}
+        finally:
+            for db in dbs.values():
+                db.close()
+            await consumer.stop()
 
     def processor_state(self, raw: bytes) -> Any:
-        from streams.processor import decode_state
-
         try:
             return decode_state(raw)
         except (ValueError, KeyError, TypeError):
@@ -326,10 +648,16 @@ def run_worker(settings: WorkerSettings, config: Config, loglevel: str = "INFO")
     ensure_topics(settings.bootstrap, settings.topic_specs())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     w = Worker(settings, config)
-    if settings.metrics_port:
+    w.prefetch_state()
+    if settings.metrics_port > 0:  # 0 (or less): off
+        # the port in use (a second worker on this host): serve on a free port, and say which
         try:
-            w.metrics.serve(settings.metrics_port, settings.metrics_addr)
-            log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
+            server, taken = serve_metrics(w.metrics, settings.metrics_port, settings.metrics_addr)
+            w.metrics_port = server.server_port
+            if taken:
+                log.warning("metrics port %s; /metrics is on http://%s:%d/metrics instead (also in /healthz): "
+                            "point Prometheus there or give each worker its own --metrics-port", taken,
+                            settings.metrics_addr, w.metrics_port)  # fmt: skip
         except OSError as exc:
             log.warning("metrics page not served: %s:%d: %s (set --metrics-port)", settings.metrics_addr,
                         settings.metrics_port, exc.strerror)  # fmt: skip

@@ -20,7 +20,9 @@ Test-only tuning, passed through the environment (faust reads these settings
 from the environment; nothing in the worker's code is changed):
 ``BROKER_SESSION_TIMEOUT`` / ``BROKER_HEARTBEAT_INTERVAL`` are shortened so that
 a SIGKILLed member leaves the consumer group in seconds instead of faust's
-default 60 s.
+default 60 s.  ``WATERWATCH_STATE_PREFETCH_MIN=1`` makes every start bulk-read
+whatever the local state lacks of the changelog before Faust starts (the
+worker does that only from 20,000 records on), so the tests cover that path.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ MIB = 1024 * 1024
 
 # faust settings read from the environment (see the module docstring)
 FAST_GROUP_ENV = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
+PREFETCH_ENV = {"WATERWATCH_STATE_PREFETCH_MIN": "1"}
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 to a proxy
@@ -101,7 +104,7 @@ class WorkerProcess:
         assert not self.alive, "already running"
         self.starts += 1
         env = {**os.environ, "WATERWATCH_KAFKA": self.bootstrap, "PYTHONUNBUFFERED": "1", **FAST_GROUP_ENV,
-               **self.extra_env}  # fmt: skip
+               **PREFETCH_ENV, **self.extra_env}  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())

@@ -118,16 +118,57 @@ def test_the_heap_is_compacted_when_stale_entries_pile_up() -> None:
     for due in range(10_000):  # one matter moved many times
         idx.set("a", 0, due + 1)
     assert len(idx) == 1
-    assert len(idx._heap) <= 4 * len(idx) + 1024 + 1
+    assert len(idx._parts[0].heap) <= 4 * len(idx) + 1024 + 1
     assert idx.pop_due(10**9) == [("a", 0, 10_000)]
+
+
+def test_pop_due_in_pops_only_that_partition() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.set("b", 1, 5)
+    idx.set("c", 1, 7)
+    idx.set("d", 1, 50)
+    assert idx.pop_due_in(1, 8) == [("b", 5), ("c", 7)]
+    assert idx.pop_due_in(1, 8) == []
+    assert idx.pop_due_in(3, 100) == []  # a partition never seen
+    assert len(idx) == 2 and idx.next_due() == 10
+
+
+def test_pop_due_in_respects_the_limit() -> None:
+    idx = DeadlineIndex()
+    for i in range(5):
+        idx.set(f"m{i}", 2, i)
+    assert [m for m, _ in idx.pop_due_in(2, 100, limit=2)] == ["m0", "m1"]
+    assert [m for m, _ in idx.pop_due_in(2, 100)] == ["m2", "m3", "m4"]
+
+
+def test_due_partitions_names_the_earliest_due_matter_of_each() -> None:
+    idx = DeadlineIndex()
+    idx.set("a", 0, 10)
+    idx.set("b", 0, 4)
+    idx.set("c", 1, 20)
+    idx.set("d", 2, 3)
+    idx.set("d", 2, 30)  # moved later: its stale heap entry must not count
+    assert sorted(idx.due_partitions(10)) == [(0, "b", 4)]
+    assert sorted(idx.due_partitions(25)) == [(0, "b", 4), (1, "c", 20)]
+    assert idx.due_partitions(2) == []
+
+
+def test_load_adds_many_at_once_and_leaves_skipped_matters_alone() -> None:
+    idx = DeadlineIndex()
+    idx.set("x", 4, 99)  # set by the agent while the rebuild ran
+    assert idx.load(4, [("a", 3), ("x", 1), ("b", 2)], skip={"x"}) == 2
+    assert idx.pop_due_in(4, 1000) == [("b", 2), ("a", 3), ("x", 99)]
+    assert idx.drop_partitions({4}) == 0 and len(idx) == 0
 
 
 # ------------------------------------------------------------- model based
 
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("set"), st.sampled_from("abcdef"), st.integers(0, 7), st.none() | st.integers(0, 50)),
+        st.tuples(st.just("set"), st.sampled_from("abcdef"), st.none() | st.integers(0, 50)),
         st.tuples(st.just("pop"), st.integers(0, 60), st.integers(1, 4)),
+        st.tuples(st.just("pop_in"), st.integers(0, 3), st.integers(0, 60), st.integers(1, 4)),
         st.tuples(st.just("drop"), st.sets(st.integers(0, 7), max_size=3)),
         st.tuples(st.just("clear")),
     ),
@@ -138,12 +179,16 @@ OPS = st.lists(
 @PROPS
 @given(ops=OPS)
 def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  # type: ignore[type-arg]
-    """Against a plain dict model: what is popped, in which order, and what stays."""
+    """Against a plain dict model: what is popped, in which order, and what stays.
+
+    A matter's partition is fixed (the hash of its key), as in the worker.
+    """
     idx = DeadlineIndex()
     model: dict[str, tuple[int, int]] = {}  # matter -> (due, partition)
     for op in ops:
         if op[0] == "set":
-            _, m, part, due = op
+            _, m, due = op
+            part = ord(m) % 4
             idx.set(m, part, due)
             if due is None:
                 model.pop(m, None)
@@ -156,6 +201,13 @@ def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  
             assert [(d, m) for m, _, d in got] == expected
             for m, part, due in got:
                 assert model.pop(m) == (due, part)
+        elif op[0] == "pop_in":
+            _, part, now, limit = op
+            got_in = idx.pop_due_in(part, now, limit=limit)
+            expected = sorted((due, m) for m, (due, p) in model.items() if due <= now and p == part)[:limit]
+            assert [(d, m) for m, d in got_in] == expected
+            for m, due in got_in:
+                assert model.pop(m) == (due, part)
         elif op[0] == "drop":
             gone = op[1]
             dropped = idx.drop_partitions(gone)
@@ -167,3 +219,5 @@ def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  
             model.clear()
         assert len(idx) == len(model)
         assert idx.next_due() == (min(d for d, _ in model.values()) if model else None)
+        heads = {p: min((d, m) for m, (d, q) in model.items() if q == p) for _, p in model.values()}
+        assert sorted(idx.due_partitions(30)) == sorted((p, m, d) for p, (d, m) in heads.items() if d <= 30)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.processor import Processor, Result, decode_state, encode_state
+from streams.processor import Processor, Result, decode_state, encode_state, stored_next_due
 from waterwatch.core.config import load_config
 from waterwatch.core.engine import Engine, MatterState
 from waterwatch.events import INPUT_TYPES, MAX_EVENT_BYTES, DeadLetter, parse_event
@@ -305,6 +305,31 @@ def test_state_round_trips_through_its_encoding() -> None:
     state = decode_state(created_state())
     assert state is not None
     assert decode_state(encode_state(state)) == state
+
+
+def test_a_tagged_state_carries_its_next_due_in_a_header_that_decoding_skips() -> None:
+    p = Processor(ENGINE, TOPIC, state_tag="cfg1")
+    result = p.on_event(b"WO-1", raw(event()), topic=TOPIC, partition=0, offset=1, stored=None, now=NOW)
+    assert result.state is not None and result.state.startswith(b"#%d cfg1\n{" % result.next_due)
+    assert stored_next_due(result.state, b"cfg1") == (True, result.next_due)
+    assert stored_next_due(result.state, b"other") == (False, None)  # another configuration: decode instead
+    assert decode_state(result.state) == decode_state(feed(raw(event())).state)
+    assert stored_next_due(created_state(), b"cfg1") == (False, None)  # plain JSON (older states)
+    state = decode_state(created_state())
+    assert state is not None
+    assert stored_next_due(encode_state(state, None, "cfg1"), b"cfg1") == (True, None)
+    assert (
+        stored_next_due(b"#12 cfg1", b"cfg1") == (False, None) and stored_next_due(b"#x cfg1\n{}", b"cfg1")[0] is False
+    )
+
+
+def test_a_check_writes_the_tagged_state_with_the_next_due() -> None:
+    p = Processor(ENGINE, TOPIC, state_tag="t")
+    stored = created_state()
+    due = ENGINE.next_due(decode_state(stored))  # type: ignore[arg-type]
+    assert due is not None
+    fired = p.on_check(b"WO-1", stored, now=due)
+    assert fired.state is not None and stored_next_due(fired.state, b"t") == (True, fired.next_due)
 
 
 def test_an_event_on_an_overdue_matter_fires_the_due_stages_first() -> None:
