@@ -424,6 +424,7 @@ class Notifier:
                 await asyncio.sleep(0.2)
         kind = fo.notice_kind(alert)
         urgent = fo.is_urgent(kind)
+        old_notice = fo.supersedes(alert)
         t0 = time.perf_counter()
         accounts = self.residents.accounts(area)
         held, why = fo.quiet_gate(alert, self.routing.quiet_hours("residents"), now)
@@ -446,6 +447,8 @@ class Notifier:
             d = dv.new(delivery_id=delivery_id(alert_id, key, r.channel), alert=alert, recipient_key=key,
                        channel=r.channel, address=r.address, language=r.language, role=fo.ROLE, urgent=urgent,
                        useful_until=until, now=now)  # fmt: skip
+            if old_notice is not None:
+                d.supersedes = old_notice
             await self.jobs_t.send(key=key.encode(), value=b'{"op":"deliver","delivery":' + d.to_json() + b"}")
             jobs += 1
             if i % 500 == 499:
@@ -538,12 +541,34 @@ class Notifier:
             if d.role == fo.ROLE and d.terminal:
                 self._notice_outcome(d)
 
+    async def _correct(self, d: dv.Delivery, partition: int, now: float) -> bool:
+        """A correction goes only where the notice it supersedes may have arrived; that notice, if it has not
+        been sent yet, is superseded (a stale notice is never sent). True: send the correction."""
+        assert d.supersedes is not None
+        old = self._get(delivery_id(d.supersedes, d.recipient_key, d.channel))
+        if old is not None and old.status in dv.NOTIFIED:
+            return True
+        if old is not None and not old.terminal:
+            stale = dv.superseded(old, now, d.alert_id)
+            self.pending.discard(old.delivery_id)
+            self._put(stale, partition)
+            await self._record(stale, now)
+            self.counters["superseded"] += 1
+        why = "no earlier notice reached this household on this channel"
+        skipped = replace(d, status="skipped", reason=why, updated_at=now)
+        self._put(skipped, partition)
+        await self._record(skipped, now)
+        self.counters["corrections_skipped"] += 1
+        return False
+
     def _provider(self, channel: str) -> str:
         sender = self.senders.get(channel)
         return getattr(sender, "provider", "console")
 
     async def _advance(self, d: dv.Delivery, partition: int, now: float) -> None:
         """Gates, then rate limit and merge, then the provider call."""
+        if d.supersedes and d.status == "new" and not await self._correct(d, partition, now):
+            return
         if d.role == fo.ROLE:
             quiet_until, why = fo.quiet_gate(d.alert, self.routing.quiet_hours("residents"), now)
             account = fo.account_of(d.recipient_key)
@@ -868,6 +893,7 @@ def _partition_for(key: bytes, partitions: int) -> int:
 _RECORD_STATUS = {"waiting": None, "new": None, "ready": None, "intent": "intent", "sent": "sent",
                   "delivered": "delivered", "undelivered": "failed", "failed": "permanent_failure",
                   "fallen_back": "failed", "dead": "failed", "skipped": "skipped", "expired": "skipped",
+                  "superseded": "skipped",
                   "in_doubt": "in_doubt"}  # fmt: skip
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 TERMINAL = frozenset({"sent", "delivered", "undelivered", "failed", "fallen_back", "dead", "skipped", "expired",
-                      "in_doubt"})  # fmt: skip
+                      "in_doubt", "superseded"})  # fmt: skip
 """States after which the record never changes again (receipts aside: ``sent`` → ``delivered``)."""
 
 RECEIPT_FINAL_OK = frozenset({"delivered", "read"})
@@ -87,6 +87,8 @@ class Delivery:
     updated_at: float = 0.0
     merged_into: str | None = None
     """WeCom: the delivery whose message carried this one."""
+    supersedes: str | None = None
+    """A correction: the alert id of the resident notice it replaces (sent only where that one was)."""
 
     @property
     def terminal(self) -> bool:
@@ -214,6 +216,15 @@ def failed(
 def recover(d: Delivery, now: float) -> Delivery:
     """A job found this record in ``intent``: the outcome of the call is unknown."""
     return _at(d, now, status="in_doubt", reason="process stopped between the provider call and its record")
+
+
+NOTIFIED = frozenset({"sent", "delivered", "in_doubt"})
+"""States in which a resident may have got a notice: a correction of it must reach them."""
+
+
+def superseded(d: Delivery, now: float, by: str) -> Delivery:
+    """A notice not sent yet, replaced by a correction: a stale notice is never sent."""
+    return _at(d, now, status="superseded", next_at=None, reason=f"superseded by {by}")
 
 
 def merged(d: Delivery, now: float, into: str) -> Delivery:

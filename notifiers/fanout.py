@@ -82,14 +82,32 @@ def notice_kind(alert: Mapping[str, Any]) -> str:
 
 
 def outage_area(alert: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """``data.context.area`` (districts, compounds, zones, accounts), or None when missing or empty."""
+    """``data.context.area`` (districts, compounds, zones, accounts), or None when missing or empty.
+
+    A correction reaches the households of the old area too (``context.previous.area``): they are the
+    ones who may have got the notice it corrects.
+    """
     ctx = _data(alert).get("context")
     area = ctx.get("area") if isinstance(ctx, Mapping) else None
+    previous = ctx.get("previous") if isinstance(ctx, Mapping) and supersedes(alert) else None
+    old = previous.get("area") if isinstance(previous, Mapping) else None
+    if isinstance(area, Mapping) and isinstance(old, Mapping):
+        keys = ("districts", "compounds", "zones", "accounts")
+        area = {k: sorted({*(area.get(k) or ()), *(old.get(k) or ())}) for k in keys}
+    elif not isinstance(area, Mapping):
+        area = old
     if not isinstance(area, Mapping):
         return None
     if not any(area.get(k) for k in ("districts", "compounds", "zones", "accounts")):
         return None
     return area
+
+
+def supersedes(alert: Mapping[str, Any]) -> str | None:
+    """The alert id of the notice a correction replaces (``context.supersedes``), else None."""
+    ctx = _data(alert).get("context")
+    value = ctx.get("supersedes") if isinstance(ctx, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _ts(value: Any) -> float | None:
@@ -193,7 +211,8 @@ def consents(directory: ResidentDirectory, account: str, channel: str) -> bool:
 
 
 _DONE = {"sent": "sent", "delivered": "sent", "undelivered": "failed", "failed": "failed", "dead": "failed",
-         "fallen_back": "failed", "skipped": "skipped", "expired": "skipped", "in_doubt": "in_doubt"}  # fmt: skip
+         "fallen_back": "failed", "skipped": "skipped", "expired": "skipped", "in_doubt": "in_doubt",
+         "superseded": "skipped"}  # fmt: skip
 
 
 @dataclass

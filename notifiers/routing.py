@@ -72,6 +72,9 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 LEVELS = ("warning", "overdue", "escalation", "reminder", "violation", "notice")
 LANGUAGES = ("zh", "en")
 RESIDENTS = "residents"
+RESIDENTS_NOTIFIED = "residents_notified"
+"""A correction (R19.1): only households that got the notice it supersedes; resolved by the fan-out too."""
+RESIDENT_ROLES = frozenset({RESIDENTS, RESIDENTS_NOTIFIED})
 Part = Literal["duty", "head", "wecom"]
 PARTS: tuple[str, ...] = get_args(Part)
 _FIELD: dict[str, str] = {"sms": "phone", "email": "email", "wecom": "wecom_robot_env"}
@@ -256,7 +259,7 @@ class Routing:
 
     def unknown_roles(self, roles: Iterable[str]) -> list[str]:
         """The names in ``roles`` this routing cannot resolve (to check the policy's notify lists at startup)."""
-        return [r for r in dict.fromkeys(roles) if r != RESIDENTS and self.entries(r) is None]
+        return [r for r in dict.fromkeys(roles) if r not in RESIDENT_ROLES and self.entries(r) is None]
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         """The retry policy of ``channel`` (with its ``fallback_after``)."""
@@ -363,7 +366,7 @@ class Routing:
         seen: set[tuple[str, str]] = set()
         mentions: tuple[str, ...] | None = None
         for role in dict.fromkeys(roles):
-            if role == RESIDENTS:
+            if role in RESIDENT_ROLES:
                 residents = True
                 continue
             entries = self.entries(role)
@@ -542,7 +545,7 @@ class _Reader:
         return tuple(out)
 
     def known_role(self, role: str, roles: Mapping[str, Any]) -> bool:
-        return role == RESIDENTS or role in roles or role in self.units.units
+        return role in RESIDENT_ROLES or role in roles or role in self.units.units
 
     def override(self, c: Any, key: str, where: str, roles: Mapping[str, Any], *, rule: bool) -> Override:
         node = self.mapping(c, key, where)

@@ -66,10 +66,10 @@ def opted_out(rs: list[Resident], channel: str) -> set[str]:
             if AREA in r.compounds and getattr(r, field) and not r.consent[channel]}  # fmt: skip
 
 
-def pre_notice(matter: str) -> dict[str, Any]:
+def pre_notice(matter: str, *, hours: float = 49, area: str = "") -> dict[str, Any]:
     """A ``notice.due`` pre_outage as the engine emits it (start 49 h away)."""
     now = datetime.now(TZ)
-    start = now + timedelta(hours=49)
+    start = now + timedelta(hours=hours)
     aid = f"{matter}/R19.1/pre_notice/v1/pre_notice"
     event = {
         "specversion": "1.0", "id": aid, "source": "waterwatch/engine", "type": "notice.due",
@@ -78,7 +78,7 @@ def pre_notice(matter: str) -> dict[str, Any]:
                  "clock": "pre_notice", "level": "notice", "stage": "pre_notice", "due_at": now.isoformat(),
                  "fired_at": now.isoformat(), "unit": "runda", "notify": ["residents"], "notice": "pre_outage",
                  "message": "R19.1: resident notice pre_outage due",
-                 "context": {"area": {"compounds": [AREA], "description": "银河花园"},
+                 "context": {"area": {"compounds": [area or AREA], "description": "银河花园"},
                              "cause": "更换 DN300 阀门 valve replacement", "outage_kind": "planned",
                              "starts_at": start.isoformat(),
                              "expected_end_at": (start + timedelta(hours=7)).isoformat()}},
@@ -88,7 +88,8 @@ def pre_notice(matter: str) -> dict[str, Any]:
 
 
 class Stack:
-    def __init__(self, bootstrap: str, base: Path, name: str, twilio_latency: float = 0.0) -> None:
+    def __init__(self, bootstrap: str, base: Path, name: str, twilio_latency: float = 0.0,
+                 routing: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.bootstrap = bootstrap
         self.prefix = unique_name(f"fanout-{name}")
         self.twilio = FakeTwilio("AC" + "0" * 30 + "12", AUTH_TOKEN, latency=twilio_latency).start()
@@ -99,7 +100,8 @@ class Stack:
         self.notifier = NotifierProcess(bootstrap=bootstrap, topic_prefix=self.prefix,
                                         app_id=f"{self.prefix}-notifier", data_dir=base / name / "data",
                                         log_path=base / name / "notifier.log", web_port=port, partitions=4,
-                                        config_dir=routing_config(base / name), extra_env=env)  # fmt: skip
+                                        config_dir=routing_config(base / name, **(routing or {})),
+                                        extra_env=env)  # fmt: skip
         self.notifier.data_dir.mkdir(parents=True, exist_ok=True)
         self.producer = Producer(bootstrap)
         self.deliveries: TopicReader | None = None
@@ -246,3 +248,72 @@ def test_killed_mid_fan_out_leaves_no_duplicates_and_no_gaps(stacks: Any) -> Non
     assert len(in_doubt) <= 16  # at most the notifier's calls between intent and result (max_outstanding)
     print(f"killed after {at_kill} sms; after restart: {len(sms)} sms, {len(mails)} e-mails, "
           f"{len(in_doubt)} in doubt, {len(missing_sms) + len(missing_mail)} in doubt without a request")  # fmt: skip
+
+
+def correction(pre: dict[str, Any], new_area: str) -> dict[str, Any]:
+    """The engine's ``notice.due`` correction after ``outage.updated`` moved the outage to ``new_area``."""
+    now = datetime.now(TZ)
+    d = pre["data"]
+    matter = d["matter_id"]
+    aid = f"{matter}/R19.1/notice/v2/correction_1"
+    ctx = dict(d["context"], area={"compounds": [new_area]}, supersedes=d["alert_id"],
+               previous={"area": d["context"]["area"], "starts_at": d["context"]["starts_at"]},
+               reason="设计变更 moved")  # fmt: skip
+    data = dict(d, alert_id=aid, clock="notice", stage="correction_1", notice="correction",
+                notify=["residents_notified"], fired_at=now.isoformat(), due_at=None, context=ctx,
+                message="R19.1: correction to residents who got the earlier notice")  # fmt: skip
+    event = dict(pre, id=aid, time=now.isoformat(), data=data)
+    OUTPUT_MODELS["notice.due"].model_validate(event)
+    return event
+
+
+def small_area(n: int = 40) -> list[Resident]:
+    """``n`` households in AREA and ``n`` in fenghuang-yuan, all consenting, all with a phone."""
+    return [Resident(account=f"C{i:05d}", phone=f"+86137{i:08d}", compounds=[AREA if i < n else "fenghuang-yuan"],
+                     consent={"sms": True, "email": True}) for i in range(2 * n)]  # fmt: skip
+
+
+def test_a_correction_reaches_only_households_that_got_the_old_notice(stacks: Any) -> None:
+    rs = small_area()
+    st = stacks("correct")
+    st.load_residents(rs)
+    st.start()
+    pre = pre_notice(unique_name("O"))
+    st.publish(pre)
+    old_area = {r.phone for r in rs if AREA in r.compounds}
+    wait_for("the pre-notice", lambda: set(st.sms()) >= old_area, st, 120)
+    fix = correction(pre, "fenghuang-yuan")  # the outage moved to another compound
+    st.publish(fix)
+    aid = fix["data"]["alert_id"]
+    wait_for("the correction", lambda: len(st.records(aid)) >= len(rs), st, 120)
+    time.sleep(2)
+    sms = st.sms()
+    assert {p: n for p, n in sms.items() if p in old_area} == dict.fromkeys(old_area, 2), "pre-notice + correction"
+    assert not [p for p in sms if p not in old_area], "the new compound never got the old notice: no correction"
+    by = final_status(st.records(aid))
+    assert {k for k, v in by.items() if v == {"sent"}} == {(recipient_key(r.account), "sms") for r in rs[:40]}
+    assert all(v == {"skipped"} for k, v in by.items() if k[0] in {recipient_key(r.account) for r in rs[40:]})
+
+
+def test_a_notice_held_by_quiet_hours_is_superseded_never_sent(stacks: Any) -> None:
+    now = datetime.now(TZ)
+    window = [f"{(now - timedelta(hours=1)):%H:%M}", f"{(now + timedelta(hours=2)):%H:%M}"]
+    rs = small_area(20)
+    st = stacks("stale", routing={"quiet_hours": {"units": [], "residents": [window]}})
+    st.load_residents(rs)
+    st.start()
+    pre = pre_notice(unique_name("O"), hours=240)  # held until the quiet hours end, long before start - 48 h
+    st.publish(pre)
+    def held() -> bool:
+        h = st.notifier.health()
+        return h is not None and h[1].get("pending", 0) >= 20
+
+    wait_for("the held notices", held, st, 60)
+    assert st.sms() == {}
+    fix = correction(pre, "fenghuang-yuan")
+    st.publish(fix)
+    wait_for("superseded", lambda: len([r for r in st.records(pre["data"]["alert_id"])
+                                        if "superseded" in (r.get("reason") or "")]) >= 20, st, 60)  # fmt: skip
+    time.sleep(2)
+    assert st.sms() == {}, "neither the stale notice nor a correction of a notice nobody got"
+    assert {r["status"] for r in st.records(fix["data"]["alert_id"])} == {"skipped"}
