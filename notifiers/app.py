@@ -313,6 +313,7 @@ class Notifier:
                                    "write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                                    "max_open_files": 256})  # fmt: skip
         self.table, self.jobs_t, self.deliveries_t, self.deadletter_t = table, jobs_t, deliveries_t, deadletter_t
+        self.alerts_t = alerts_t
         self.consent_t = consent_t
         n = self
 
@@ -343,7 +344,7 @@ class Notifier:
 
         @app.timer(interval=5.0, on_leader=False)
         async def notice_progress() -> None:
-            n._report_notices()
+            await n._report_notices()
 
         @table.on_recover
         async def recovered() -> None:
@@ -434,6 +435,7 @@ class Notifier:
         first = prog is None or not prog.expanded
         if prog is None:
             prog = self.notices[alert_id] = fo.Progress(alert_id, fo.unit_of(alert), kind, fo.starts_at(alert))
+        prog.matter_id = str(alert.get("subject") or (alert.get("data") or {}).get("matter_id") or "") or None
         households = jobs = 0
         last = None
         counted = False
@@ -642,7 +644,8 @@ class Notifier:
         for m in started:
             self._put(m, partition)
         # the sender task flushes (every intent durable) before it calls the provider
-        self.outbox.put_nowait(_Outgoing(message, [m.delivery_id for m in started], lead.attempt + 1))
+        notice = lead.alert_id if lead.role == fo.ROLE else None
+        self.outbox.put_nowait(_Outgoing(message, [m.delivery_id for m in started], lead.attempt + 1, notice))
 
     async def _sender_loop(self) -> None:
         """Take what the agent queued, flush once (the intents are in Kafka), then call providers concurrently.
@@ -680,6 +683,9 @@ class Notifier:
                 result = {"ok": False, "provider": provider, "kind": "transient", "code": type(exc).__name__,
                           "detail": mask_text(str(exc))[:200], "retry_after": None}  # fmt: skip
             took = time.perf_counter() - t0
+            prog = self.notices.get(out.notice) if out.notice else None
+            if prog is not None:
+                prog.called += len(out.ids)
             if self.settings.crash_after_send:
                 os._exit(17)
             value = _job("result", ids=out.ids, attempt=out.attempt, took=took, **result)
@@ -807,15 +813,27 @@ class Notifier:
                "value_b64": base64.b64encode(raw).decode(), "rejected_at": _iso(now)}  # fmt: skip
         await self.deadletter_t.send(key=key, value=json.dumps(rec).encode())
 
-    def _report_notices(self) -> None:
-        """A progress line per active resident notice; coverage (and lead time) once one is complete."""
+    async def _report_notices(self) -> None:
+        """A progress line per active resident notice; coverage (and lead time) once one is complete.
+
+        A pre-outage notice whose fan-out, at the rate seen so far, would end after start − 48 h raises one
+        alert to ops (R19.1), delivered like any other alert: send more capacity, or other channels.
+        """
+        now = self.settings.now()
         for aid, prog in list(self.notices.items()):
             if prog.finished:
                 continue
             line = prog.line()
+            eta = prog.eta(now)
+            if eta is not None and prog.pending > 0:
+                line += f"; ETA {eta:.0f} s"
             if line != prog.last_line:
                 log.info("%s", line)
                 prog.last_line = line
+            late = prog.late_by(now)
+            if late is not None and not prog.eta_alerted and prog.matter_id:
+                prog.eta_alerted = True
+                await self._eta_alert(prog, now, late)
             if prog.complete:
                 prog.finished = True
                 m = self.metrics
@@ -829,6 +847,26 @@ class Notifier:
                 log.info("notice %s complete: %d of %d households reached", aid, reached, prog.households)
                 prog.done_ids.clear()
                 prog.reached.clear()
+
+    async def _eta_alert(self, prog: fo.Progress, now: float, late: float) -> None:
+        assert prog.starts_at is not None and prog.matter_id is not None
+        deadline = prog.starts_at - fo.PRE_NOTICE_LEAD_S
+        aid = f"{prog.alert_id}/fanout_eta"
+        eta = prog.eta(now) or 0.0
+        event = {
+            "specversion": "1.0", "id": aid, "source": "waterwatch/notifier", "type": "alert.warning",
+            "time": _iso(now), "subject": prog.matter_id, "datacontenttype": "application/json",
+            "data": {"alert_id": aid, "matter_id": prog.matter_id, "matter_kind": "outage", "rule": "R19.1",
+                     "clock": "pre_notice", "level": "warning", "stage": "fanout_eta", "due_at": _iso(deadline),
+                     "fired_at": _iso(now), "unit": prog.unit, "notify": ["ops"],
+                     "message": (f"R19.1: resident pre-notice fan-out would finish {late:.0f} s after start - 48 h "
+                                 f"({prog.pending} deliveries pending, ETA {eta:.0f} s)"),
+                     "context": {"pending": prog.pending, "eta_seconds": round(eta),
+                                 "starts_at": _iso(prog.starts_at)}},
+        }  # fmt: skip
+        self.counters["eta_alerts"] += 1
+        log.warning("notice %s: fan-out ETA passes start - 48 h by %.0f s: ops alerted", prog.alert_id, late)
+        await self.alerts_t.send(key=prog.matter_id.encode(), value=json.dumps(event, ensure_ascii=False).encode())
 
     def _report_in_doubt(self) -> None:
         """In-doubt deliveries of this instance's partitions (counted at recovery and as they happen)."""
@@ -878,6 +916,8 @@ class _Outgoing:
     message: Message
     ids: list[str]
     attempt: int
+    notice: str | None = None
+    """The resident notice (alert id) this call serves, for its progress."""
 
 
 def _job(op: str, **fields: Any) -> bytes:

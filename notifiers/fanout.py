@@ -233,6 +233,27 @@ class Progress:
     started: float = field(default_factory=time.time)
     finished: bool = False
     last_line: str = ""
+    matter_id: str | None = None
+    eta_alerted: bool = False
+    called: int = 0
+    """Provider calls answered so far (ahead of the recorded outcomes, which queue behind the sends)."""
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until every job is done at the rate seen so far (None: nothing done yet, or not expanded)."""
+        done = max(self.done, self.called)
+        if not self.expanded or done == 0 or now <= self.started:
+            return None
+        return max(0, self.jobs - done) / (done / (now - self.started))
+
+    def late_by(self, now: float) -> float | None:
+        """A pre-outage notice: how far its ETA passes start − 48 h (R19.1); None when on time or unknown."""
+        eta = self.eta(now)
+        if self.notice != "pre_outage" or self.starts_at is None or eta is None or self.pending <= 0:
+            return None
+        if eta <= 0:
+            return None
+        late = now + eta - (self.starts_at - PRE_NOTICE_LEAD_S)
+        return late if late > 0 else None
 
     def outcome(self, delivery_id: str, status: str, account: str | None) -> bool:
         """A delivery of this notice reached a terminal ``status``; False if already counted."""

@@ -89,14 +89,16 @@ def pre_notice(matter: str, *, hours: float = 49, area: str = "") -> dict[str, A
 
 class Stack:
     def __init__(self, bootstrap: str, base: Path, name: str, twilio_latency: float = 0.0,
-                 routing: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 routing: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.bootstrap = bootstrap
         self.prefix = unique_name(f"fanout-{name}")
         self.twilio = FakeTwilio("AC" + "0" * 30 + "12", AUTH_TOKEN, latency=twilio_latency).start()
         self.sendgrid = FakeSendGrid(SENDGRID_KEY).start()
         self.wecom = FakeWeCom().start()
         port = free_port()
+        extra = env or {}
         env = provider_env(self.twilio, self.sendgrid, self.wecom, port, SendGridWebhookSigner().public_key)
+        env.update(extra)
         self.notifier = NotifierProcess(bootstrap=bootstrap, topic_prefix=self.prefix,
                                         app_id=f"{self.prefix}-notifier", data_dir=base / name / "data",
                                         log_path=base / name / "notifier.log", web_port=port, partitions=4,
@@ -304,6 +306,7 @@ def test_a_notice_held_by_quiet_hours_is_superseded_never_sent(stacks: Any) -> N
     st.start()
     pre = pre_notice(unique_name("O"), hours=240)  # held until the quiet hours end, long before start - 48 h
     st.publish(pre)
+
     def held() -> bool:
         h = st.notifier.health()
         return h is not None and h[1].get("pending", 0) >= 20
@@ -317,3 +320,25 @@ def test_a_notice_held_by_quiet_hours_is_superseded_never_sent(stacks: Any) -> N
     time.sleep(2)
     assert st.sms() == {}, "neither the stale notice nor a correction of a notice nobody got"
     assert {r["status"] for r in st.records(fix["data"]["alert_id"])} == {"skipped"}
+
+
+def test_ops_is_alerted_when_the_fan_out_would_miss_start_minus_48h(stacks: Any) -> None:
+    rs = small_area(150)
+    # one provider call at a time and a slow SMS provider: far too slow for a deadline 30 s away
+    st = stacks("eta", twilio_latency=0.3, env={"WATERWATCH_NOTIFIER_OUTSTANDING": "1"})
+    st.load_residents(rs)
+    st.start()
+    pre = pre_notice(unique_name("O"), hours=48 + 30 / 3600)
+    st.publish(pre)
+    reader = TopicReader(st.bootstrap, f"{st.prefix}.alerts")
+    try:
+        assert reader.wait_until(lambda _: any(v["data"]["stage"] == "fanout_eta" for v in reader.values()), 90), (
+            st.notifier.log_tail()
+        )
+        found = reader.values()
+    finally:
+        reader.close()
+    eta = next(v for v in found if v["data"]["stage"] == "fanout_eta")
+    assert eta["type"] == "alert.warning" and eta["data"]["rule"] == "R19.1" and eta["data"]["notify"] == ["ops"]
+    assert eta["data"]["matter_id"] == pre["subject"] and eta["data"]["context"]["pending"] > 0
+    OUTPUT_MODELS["alert.warning"].model_validate(eta)

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from notifiers import fanout as fo
 from notifiers.quiet import QuietHours
 from waterwatch.events import Resident
@@ -153,3 +155,23 @@ def test_progress_before_expansion_has_unknown_pending() -> None:
     p = fo.Progress("n1")
     p.outcome("d1", "failed", "a1")
     assert p.pending == -1 and not p.complete and "pending ?" in p.line() and "failed 1" in p.line()
+
+
+def test_progress_eta_and_how_late_a_pre_notice_fan_out_would_finish() -> None:
+    p = fo.Progress("a1", "runda", "pre_outage", starts_at=1_000_000.0 + 48 * 3600 + 60, started=1_000_000.0)
+    p.households = p.jobs = 100
+    assert p.eta(1_000_010.0) is None  # not expanded yet
+    p.expanded = True
+    for i in range(10):
+        p.outcome(f"d{i}", "sent", f"A{i}")
+    assert p.eta(1_000_010.0) == pytest.approx(90.0)  # 10 done in 10 s, 90 to go
+    assert p.late_by(1_000_010.0) == pytest.approx(40.0)  # finishes at +100 s, deadline at +60 s
+    assert p.late_by(1_000_001.0) is None or p.late_by(1_000_001.0) > 0
+    on_time = fo.Progress("a2", "runda", "pre_outage", starts_at=1_000_000.0 + 50 * 3600, started=1_000_000.0)
+    on_time.jobs, on_time.expanded = 100, True
+    on_time.outcome("d", "sent", "A")
+    assert on_time.late_by(1_000_001.0) is None
+    other = fo.Progress("a3", "runda", "delay_update", starts_at=1_000_000.0, started=1_000_000.0)
+    other.jobs, other.expanded = 10, True
+    other.outcome("d", "sent", "A")
+    assert other.late_by(1_000_100.0) is None  # only pre-outage notices have the 48 h deadline
