@@ -265,6 +265,7 @@ class Notifier:
         """Resident notices this instance expanded or delivers for (progress, coverage)."""
         self.pool = ThreadPoolExecutor(max_workers=settings.send_threads, thread_name_prefix="send")
         self.outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._rendered: dict[tuple[str, str, str], Rendered] = {}
         self._slots = asyncio.Semaphore(settings.max_outstanding)
         self._inflight: set[asyncio.Future[None]] = set()
         self.in_doubt_counts: dict[str, int] = defaultdict(int)
@@ -760,15 +761,25 @@ class Notifier:
         log.info("delivery %s falls back from %s to %s", d.delivery_id, d.channel, f.channel)
         await self.jobs_t.send(key=f.recipient_key.encode(), value=b'{"op":"deliver","delivery":' + f.to_json() + b"}")
 
+    def _render(self, alert: dict[str, Any], channel: str, language: str) -> Rendered:
+        """Render once per (alert, channel, language): a resident notice to 100,000 households is one text."""
+        key = (str((alert.get("data") or {}).get("alert_id") or alert.get("id")), channel, language)
+        hit = self._rendered.get(key)
+        if hit is None:
+            if len(self._rendered) >= 512:
+                self._rendered.clear()
+            hit = self._rendered[key] = self.renderer.render(alert, channel, language)
+        return hit
+
     def _message(self, group: list[dv.Delivery]) -> tuple[Message, int]:
         """The message for ``group`` and how many of its deliveries it carries (a WeCom merge fills one message)."""
         lead = group[0]
         channel = lead.channel if lead.channel in ("sms", "email", "wecom") else "sms"
-        rendered = self.renderer.render(lead.alert, channel, lead.language)
+        rendered = self._render(lead.alert, channel, lead.language)
         fits = 1
         if len(group) > 1:
             parts = [rendered.markdown or ""] + [
-                self.renderer.render(m.alert, "wecom", m.language).markdown or "" for m in group[1:]
+                self._render(m.alert, "wecom", m.language).markdown or "" for m in group[1:]
             ]
             fits = len(parts)
             merged = merge_markdown(parts, self.routing.wecom.max_bytes, lead.language)
