@@ -175,3 +175,22 @@ def test_progress_eta_and_how_late_a_pre_notice_fan_out_would_finish() -> None:
     other.jobs, other.expanded = 10, True
     other.outcome("d", "sent", "A")
     assert other.late_by(1_000_100.0) is None  # only pre-outage notices have the 48 h deadline
+
+
+def test_residents_quiet_hours_agree_between_the_policy_and_the_routing() -> None:
+    """The engine schedules pre-notices before them (policy.yaml); the notifier holds other notices (routing.yaml)."""
+    from pathlib import Path
+
+    from notifiers.routing import load_routing
+    from waterwatch.core.config import load_config
+
+    cfg = load_config(None)
+    routing = load_routing(Path(cfg.directory) / "routing.yaml", cfg.units)
+    quiet = routing.quiet_hours("residents")
+    t0 = datetime(2026, 11, 23, 0, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    for minute in range(0, 24 * 60, 15):
+        t = t0 + minute * 60
+        local = datetime.fromtimestamp(t, ZoneInfo("Asia/Shanghai")).time()
+        in_policy = any((a <= local < b) if a < b else (local >= a or local < b)
+                        for a, b in cfg.policy.resident_quiet_hours)  # fmt: skip
+        assert quiet.is_quiet(t) == in_policy, local

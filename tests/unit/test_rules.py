@@ -719,6 +719,23 @@ def test_R19_1_resident_notice_exactly_48_hours_before_the_start() -> None:
     assert not pick(alerts, level="violation")
 
 
+def test_R19_1_notice_due_in_residents_quiet_hours_goes_out_the_evening_before() -> None:
+    # start 02:00 on the 25th: start - 48 h is 02:00 on the 23rd, inside 21:00-08:00 (policy.yaml)
+    events = [planned("O-191q", "2026-11-20T10:00", "2026-11-25T02:00", "2026-11-25T06:00")]
+    alerts, _, _ = run(events, "2026-11-25T01:00")
+    n = one(alerts, rule="R19.1")
+    assert when(n) == "2026-11-22T20:59:59+08:00"  # the last second before the quiet hours, never later
+    assert not pick(alerts, level="violation")
+
+
+def test_R19_1_announced_inside_quiet_hours_close_to_the_deadline_is_sent_at_once() -> None:
+    # announced at 22:00 on the 22nd: the evening's last quiet-free second has passed, 02:00 is too late
+    events = [planned("O-191r", "2026-11-22T22:00", "2026-11-25T02:00", "2026-11-25T06:00")]
+    alerts, _, _ = run(events, "2026-11-25T01:00")
+    assert when(one(alerts, rule="R19.1")) == "2026-11-22T22:00:00+08:00"
+    assert not pick(alerts, level="violation")
+
+
 def test_R19_1_pressure_limited_supply_is_notified_too() -> None:
     events = [planned("O-191p", "2026-11-20T10:00", "2026-11-25T09:00", "2026-11-25T10:30",
                       pressure_limited=True)]  # fmt: skip

@@ -1316,6 +1316,8 @@ class Engine:
         lead = rule.lead or 0
         due = starts - lead
         alerts: list[Alert] = []
+        if t <= due:
+            due = max(t, self._before_quiet(due))  # never in residents' quiet hours, never later
         if t > due:  # announced too late: send at once, and it is a violation
             alerts.append(self._alert(
                 s, None, "violation", "late_notice", t, None,
@@ -1327,6 +1329,18 @@ class Engine:
             due = t
         self._start_clock(s, "pre_notice", rule, t, due=due, kind="notice", armed_at=t)
         return alerts
+
+    def _before_quiet(self, due: int) -> int:
+        """``due``, or the last second before the residents' quiet window it falls in (R19.1: a notice due at
+        02:00 goes out at 20:59:59 the evening before, so it is never later than start − 48 h)."""
+        local = datetime.fromtimestamp(due, self.tz)
+        for a, b in self.policy.resident_quiet_hours:
+            for day in (local.date(), local.date() - timedelta(days=1)):
+                start = datetime.combine(day, a, self.tz)
+                end = datetime.combine(day + timedelta(days=1) if b <= a else day, b, self.tz)
+                if start.timestamp() <= due < end.timestamp():
+                    return _ts(start) - 1
+        return due
 
     def _arm_ops_notice(self, s: MatterState, t: int) -> list[Alert]:
         rule = self.policy.rules["R19.4"]

@@ -169,6 +169,8 @@ class Policy:
     future_tolerance: int
     late_after: int
     peak_hours: tuple[tuple[time, time], ...]
+    resident_quiet_hours: tuple[tuple[time, time], ...] = ()
+    """Local windows (end before start: across midnight) in which no resident notice is due (R19.1)."""
     timezone: str = "Asia/Shanghai"
     path: Path | None = None
     time_scale: float = 1.0
@@ -227,6 +229,7 @@ class Policy:
             future_tolerance=d(self.future_tolerance) or 1,
             late_after=max(1, d(self.late_after) or 1),
             time_scale=self.time_scale * factor,
+            resident_quiet_hours=(),  # times of day mean nothing when hours pass in seconds
         )
 
 
@@ -334,6 +337,7 @@ def load_policy(path: Path) -> Policy:
     tol = {k: rd.duration(defaults, k, f"defaults.{k}") for k in
            ("backwards_tolerance", "future_tolerance", "late_after")}  # fmt: skip
     peaks = _periods(rd, defaults, "peak_hours", "defaults.peak_hours")
+    quiet = _periods(rd, defaults, "resident_quiet_hours", "defaults.resident_quiet_hours", wrap=True)
 
     raw_rules = rd.mapping(tree, "rules", "rules")
     rules: dict[str, Rule] = {}
@@ -428,12 +432,14 @@ def load_policy(path: Path) -> Policy:
         future_tolerance=tol["future_tolerance"],
         late_after=tol["late_after"],
         peak_hours=peaks,
+        resident_quiet_hours=quiet,
         timezone=str(tree.get("timezone", "Asia/Shanghai")),
         path=path,
     )
 
 
-def _periods(rd: _Reader, c: Any, key: str, where: str) -> tuple[tuple[time, time], ...]:
+def _periods(rd: _Reader, c: Any, key: str, where: str, *, wrap: bool = False) -> tuple[tuple[time, time], ...]:
+    """[start, end] pairs of local times; with ``wrap`` a pair may cross midnight (end before start)."""
     value = c.get(key, [])
     out = []
     if not isinstance(value, list):
@@ -446,7 +452,7 @@ def _periods(rd: _Reader, c: Any, key: str, where: str) -> tuple[tuple[time, tim
             a, b = (time.fromisoformat(str(x)) for x in pair)
         except ValueError:
             raise rd.fail(value, i, pw, "times must look like 06:00") from None
-        if b <= a:
+        if b == a or (b < a and not wrap):
             raise rd.fail(value, i, pw, f"end {b:%H:%M} is not after start {a:%H:%M}")
         out.append((a, b))
     return tuple(out)
