@@ -383,6 +383,8 @@ def dev(
         else:
             from streams.dev import run_live, start_notifier
 
+            if notify:
+                _demo_residents(st.bootstrap, config)
             notifier_proc = start_notifier(st.bootstrap, config) if notify else None
             out.print("stream processor starting; alerts print below as they fire (Ctrl-C stops)")
             if notifier_proc is not None:
@@ -441,6 +443,21 @@ def worker(
         run_worker(settings, cfg)
     except (BrokerUnavailable, TopicMismatch) as exc:
         raise _fail(str(exc)) from None
+
+
+def _demo_residents(bootstrap: str, config: Path | None) -> None:
+    """Load examples/residents.csv (fake households of the demo's outage areas) so resident notices print."""
+    from waterwatch.residents import import_csv, load_registry
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "residents.csv"
+    if not demo.exists():
+        return
+    try:
+        summary = import_csv(demo, load_registry(config), bootstrap=bootstrap, progress=False)
+    except Exception as exc:  # the demo runs without residents rather than not at all
+        out.print(f"demo residents not loaded: {exc}")
+        return
+    out.print(f"[green]✓[/green] {summary.produced} demo households in waterwatch.residents (examples/residents.csv)")
 
 
 @app.command()
