@@ -63,3 +63,24 @@ def test_dev_round_trips_the_demo_through_kafka_and_publishes_the_alerts(kafka_b
     assert sorted(json.dumps(g, sort_keys=True) for g in got) == sorted(json.dumps(e, sort_keys=True) for e in expected)
     # console lines carry no personal data from the demo (the reporter's phone number)
     assert not any("13912345678" in line for line in lines)
+
+
+def test_live_dev_runs_worker_and_notifier_and_prints_what_people_receive(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's first command without the setup: the demo scenario, alerts as they fire, and the SMS and
+    e-mail texts the console delivery prints (resident notices included: dev loads examples/residents.csv)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WATERWATCH_KAFKA": kafka_bootstrap, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    for name in ("TWILIO_ACCOUNT_SID", "SENDGRID_API_KEY", "WATERWATCH_WECOM", "WATERWATCH_WECOM_BASE_URL"):
+        env.pop(name, None)  # console delivery, as on a fresh machine
+    run = subprocess.run([sys.executable, "-m", "waterwatch.cli", "dev", "--for", "50"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "demo households in waterwatch.residents" in out
+    assert "published ticket.created" in out and "alert.overdue" in out
+    assert "── sms → +86138****" in out, out[-3000:]  # masked recipient, console delivery
+    assert "停水通知" in out, "a resident pre-outage notice was delivered"
+    assert "Traceback" not in out, out[-3000:]
