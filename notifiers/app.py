@@ -659,7 +659,15 @@ class Notifier:
             batch = [await self.outbox.get()]
             while not self.outbox.empty() and len(batch) < 500:
                 batch.append(self.outbox.get_nowait())
-            await self.app.producer.flush()
+            while True:  # no call before its intent is in Kafka; a failed flush is retried, never skipped
+                try:
+                    await self.app.producer.flush()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("flush before %d provider call(s) failed (%s); retrying", len(batch), exc)
+                    await asyncio.sleep(0.5)
             for out in batch:
                 task = asyncio.ensure_future(self._call(out))
                 self._inflight.add(task)
@@ -692,6 +700,11 @@ class Notifier:
             value = _job("result", ids=out.ids, attempt=out.attempt, took=took, **result)
             sent = await self.jobs_t.send(key=message.recipient_key.encode(), value=value)
             await sent  # the result is in Kafka before the slot is free: a crash leaves ≤ max_outstanding in doubt
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the record stays in intent: in doubt after the next recovery, never re-sent
+            log.error("outcome of delivery %s not recorded (%s): it will be reported in doubt",
+                      out.ids[0], type(exc).__name__)  # fmt: skip
         finally:
             self._slots.release()
 
