@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -39,7 +38,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import faust
-from faust.web import View
 
 from notifiers import delivery as dv
 from notifiers import fanout as fo
@@ -49,6 +47,8 @@ from notifiers.ratelimit import TokenBucket, merge_markdown
 from notifiers.retry import useful_until
 from notifiers.routing import Routing, delivery_id
 from notifiers.templating import Rendered, Renderer, TemplateError
+from notifiers.topicreader import CompactedTopicReader
+from streams.worker import partition_for
 from waterwatch import __version__
 from waterwatch.core.config import Config
 from waterwatch.masking import mask_text
@@ -188,22 +188,14 @@ class Pending:
         self.by_recipient.clear()
 
 
-class ConsentReader:
-    """Every instance reads the whole compacted consent topic into memory (a daemon thread)."""
+class ConsentReader(CompactedTopicReader):
+    """Every instance's copy of the compacted consent topic (STOP/START per address and channel)."""
+
+    name = "consent"
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(bootstrap, topic)
         self.book = ConsentBook()
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="consent-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def allowed(self, channel: str, address: str) -> bool:
         try:
@@ -211,31 +203,7 @@ class ConsentReader:
         except ValueError:  # an address that does not normalise: the provider will refuse it
             return True
 
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        while not self._stop.is_set():
-            try:
-                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         group_id=None, consumer_timeout_ms=500)  # fmt: skip
-                parts = consumer.partitions_for_topic(self.topic) or {0}
-                tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-                consumer.assign(tps)
-                consumer.seek_to_beginning(*tps)
-                end = consumer.end_offsets(tps)
-                while not self._stop.is_set():
-                    batch = consumer.poll(timeout_ms=500)
-                    for records in batch.values():
-                        for rec in records:
-                            self._apply(rec.key, rec.value)
-                    if not self.ready.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
-                        self.ready.set()
-                consumer.close()
-            except Exception as exc:  # broker away: keep trying, never stop the notifier
-                log.warning("consent reader: %s; retrying", type(exc).__name__)
-                self._stop.wait(2.0)
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:
             return
         try:
@@ -496,7 +464,7 @@ class Notifier:
             await self._deadletter(key, raw, "bad_job", "unreadable notifier job", now)
             return
         if op == "deliver":
-            d = dv.Delivery.from_json(json.dumps(job["delivery"]))
+            d = dv.Delivery.from_dict(job["delivery"])
             existing = self._get(d.delivery_id)
             if existing is not None:
                 if existing.status == "intent":
@@ -911,16 +879,15 @@ class Notifier:
                                and b'"status":"in_doubt"' not in raw):  # fmt: skip
                 continue
             d = dv.Delivery.from_json(raw)
-            partition = _partition_for(d.recipient_key.encode(), self.settings.partitions)
+            partition = partition_for(d.recipient_key.encode(), self.settings.partitions)
             if assigned and partition not in assigned:
                 continue
             if d.status == "in_doubt":
                 self.in_doubt_counts[d.channel] += 1
             elif d.status == "intent":
-                d = replace(d, status="waiting", next_at=now)  # only in the index: the job turns it in_doubt
+                # due now, in the index only: the due job (behind any result in the topic) decides in doubt
+                self.pending.set(replace(d, status="waiting", next_at=now), partition)
                 intents += 1
-                self.pending._entries[d.delivery_id] = (now, d.recipient_key, partition, d.channel)
-                heapq.heappush(self.pending._heap, (now, d.delivery_id))
             else:
                 self.pending.set(d, partition)
                 waiting += 1
@@ -946,12 +913,6 @@ class _Outgoing:
 
 def _job(op: str, **fields: Any) -> bytes:
     return json.dumps({"op": op, **fields}, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _partition_for(key: bytes, partitions: int) -> int:
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 _RECORD_STATUS = {"waiting": None, "new": None, "ready": None, "intent": "intent", "sent": "sent",
@@ -995,4 +956,4 @@ def run_notifier(settings: NotifierSettings, config: Config, routing: Routing, l
     faust.Worker(n.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
-__all__ = ["Notifier", "NotifierSettings", "Pending", "Rendered", "View", "run_notifier"]
+__all__ = ["Notifier", "NotifierSettings", "Pending", "run_notifier"]

@@ -101,9 +101,12 @@ class Delivery:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Delivery:
-        data = json.loads(raw)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Delivery:
+        """From decoded JSON; fields this version does not know are ignored."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @property
     def kind(self) -> str:

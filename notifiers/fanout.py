@@ -36,7 +36,6 @@ Pure helpers take ``now`` as a parameter; only :class:`ResidentsReader` does I/O
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from notifiers.quiet import QuietHours
+from notifiers.topicreader import CompactedTopicReader
 from waterwatch.residents import ResidentDirectory
 
 log = logging.getLogger("waterwatch.notifier.fanout")
@@ -289,29 +289,20 @@ class Progress:
 # ------------------------------------------------------------------ the reader
 
 
-class ResidentsReader:
+class ResidentsReader(CompactedTopicReader):
     """Every instance reads the whole compacted residents topic into a :class:`ResidentDirectory` (a thread).
 
     ``ready`` is set once the reader has reached the end offsets it saw at start.
     ``lock`` is held while a batch is applied; take it to snapshot an area's accounts.
     """
 
+    name = "residents"
+
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(bootstrap, topic)
         self.directory = ResidentDirectory()
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
         self.applied = 0
         self.rejected = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="residents-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def accounts(self, area: Mapping[str, Any]) -> list[str]:
         with self.lock:
@@ -320,36 +311,11 @@ class ResidentsReader:
     def consents(self, account: str, channel: str) -> bool:
         return consents(self.directory, account, channel)
 
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def caught_up(self, seconds: float) -> None:
+        log.info("resident directory caught up: %d households (%d records, %d rejected) in %.1f s",
+                 len(self.directory), self.applied, self.rejected, seconds)  # fmt: skip
 
-        while not self._stop.is_set():
-            try:
-                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                         consumer_timeout_ms=500, max_partition_fetch_bytes=8 << 20)  # fmt: skip
-                parts = consumer.partitions_for_topic(self.topic) or {0}
-                tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-                consumer.assign(tps)
-                consumer.seek_to_beginning(*tps)
-                end = consumer.end_offsets(tps)
-                t0 = time.monotonic()
-                while not self._stop.is_set():
-                    batch = consumer.poll(timeout_ms=500, max_records=5000)
-                    if batch:
-                        with self.lock:
-                            for records in batch.values():
-                                for rec in records:
-                                    self._apply(rec.key, rec.value)
-                    if not self.ready.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
-                        log.info("resident directory caught up: %d households (%d records, %d rejected) in %.1f s",
-                                 len(self.directory), self.applied, self.rejected, time.monotonic() - t0)  # fmt: skip
-                        self.ready.set()
-                consumer.close()
-            except Exception as exc:  # broker away: keep trying, never stop the notifier
-                log.warning("residents reader: %s; retrying", type(exc).__name__)
-                self._stop.wait(2.0)
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
             self.directory.apply(key, value)
             self.applied += 1

@@ -28,6 +28,7 @@ import re
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def _json(content_type: str | None, body: bytes) -> Any:
         return None
 
 
-class _FakeProvider:
+class _FakeProvider(ABC):
     """Server plumbing shared by the fakes: start/stop, recording, the fault queue."""
 
     def __init__(self, *, latency: float = 0.0) -> None:
@@ -251,11 +252,11 @@ class _FakeProvider:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _fault_reply(self, request: RecordedRequest, fault: Fault) -> Reply:
-        raise NotImplementedError
+    @abstractmethod
+    def _fault_reply(self, request: RecordedRequest, fault: Fault) -> Reply: ...
 
-    def _handle(self, request: RecordedRequest) -> Reply:
-        raise NotImplementedError
+    @abstractmethod
+    def _handle(self, request: RecordedRequest) -> Reply: ...
 
 
 def _basic_auth(header: str | None) -> tuple[str, str] | None:
