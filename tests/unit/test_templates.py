@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from typer.testing import CliRunner
 
@@ -247,6 +247,47 @@ def test_templates_cannot_change_the_alert(tmp_path: Path, real_alerts: list[dic
     overdue = next(a for a in real_alerts if a["type"] == "alert.overdue")
     with pytest.raises(SecurityError):
         Renderer(tdir).render(overdue, "sms")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ notify.append('x') }}",  # a mutating method of a list
+        "{{ names.update({}) }}",  # … of a dict, asked twice: the remembered answer is still no
+        "{{ names.update({}) }}",
+        "{{ m.matter.__globals__ }}",  # a macro's internals
+        "{{ m.matter._func.__code__ }}",
+        "{{ '{0.__class__}'.format(kind) }}",  # str.format reaching an internal attribute
+    ],
+)
+def test_the_fast_paths_of_the_sandbox_refuse_what_it_refuses(
+    tmp_path: Path, real_alerts: list[dict[str, Any]], source: str
+) -> None:
+    """Macros and built-in methods are called without the per-call checks, and attribute safety
+    is remembered per type: what a template may reach must not change."""
+    tdir = _copy_templates(tmp_path)
+    (tdir / "zh" / "sms" / "alert.overdue.txt.j2").write_text(source, encoding="utf-8")
+    overdue = next(a for a in real_alerts if a["type"] == "alert.overdue")
+    r = Renderer(tdir)
+    for _ in range(2):
+        with pytest.raises((SecurityError, UndefinedError)):
+            r.render(overdue, "sms")
+
+
+def test_a_template_that_imports_the_shared_macros_itself_renders_the_same(
+    tmp_path: Path, config: Any, real_alerts: list[dict[str, Any]]
+) -> None:
+    tdir = _copy_templates(tmp_path)
+    for path in (tdir / "zh" / "email").glob("alert.*.j2"):
+        path.write_text('{% import "zh/_common.j2" as m with context %}\n' + path.read_text(encoding="utf-8"),
+                        encoding="utf-8")  # fmt: skip
+    own = Renderer(tdir, units=config.units, policy=config.policy)
+    shared = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+    alerts = [a for a in real_alerts if a["type"].startswith("alert.")]
+    assert alerts
+    for alert in alerts:
+        a, b = own.render(alert, "email"), shared.render(alert, "email")
+        assert (a.subject, a.text, a.html) == (b.subject, b.text, b.html)
 
 
 # ------------------------------------------------------------------ the check
