@@ -150,7 +150,7 @@ class Pending:
 
     def set(self, d: dv.Delivery, partition: int) -> None:
         self.discard(d.delivery_id)
-        if d.status != "waiting" or d.next_at is None:
+        if d.status not in ("waiting", "in_doubt") or d.next_at is None:
             return
         self._entries[d.delivery_id] = (d.next_at, d.recipient_key, partition, d.channel)
         self.by_recipient[d.recipient_key].add(d.delivery_id)
@@ -483,6 +483,8 @@ class Notifier:
                 await self._seen_again(d0, partition, now)
             elif d0.status == "waiting" and d0.next_at is not None and d0.next_at <= now + 0.001:
                 await self._advance(d0, partition, now)
+            elif d0.status == "in_doubt" and d0.next_at is not None and d0.next_at <= now + 0.001:
+                await self._settle(d0, partition, now)
         elif op == "result":
             await self._on_result(job, partition, now)
         elif op == "receipt":
@@ -492,25 +494,93 @@ class Notifier:
                 return
             d1 = dv.receipt(d0, now, str(job.get("status", "")), job.get("error"))
             if d1 is not None:
+                if d0.status in ("intent", "in_doubt"):
+                    self._settled(d0, d1, "a receipt")
                 self._put(d1, partition)
                 await self._record(d1, now)
             self.counters["receipts"] += 1
 
+    def _can_settle(self, channel: str) -> bool:
+        """Whether the provider of ``channel`` can tell us what it got: Twilio lists its messages; SendGrid
+        reports every message it accepted through its signed event webhook (when its key is configured)."""
+        sender = self.senders.get(channel)
+        if channel == "sms":
+            return callable(getattr(sender, "find", None))
+        if channel == "email":
+            return getattr(sender, "provider", "") == "sendgrid" and bool(
+                self.settings.env.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+            )
+        return False
+
     async def _seen_again(self, d: dv.Delivery, partition: int, now: float) -> None:
         if d.status == "intent":
-            d1 = dv.recover(d, now)
+            settle = self._can_settle(d.channel)
+            check_at = now + self.routing.retry_policy(d.channel).in_doubt_check if settle else None
+            d1 = dv.recover(d, now, check_at)
             self._put(d1, partition)
             await self._record(d1, now)
             self.metrics.delivery(d.channel, self._provider(d.channel), "in_doubt")
             self.counters["in_doubt"] += 1
             self.in_doubt_counts[d.channel] += 1
-            log.warning("delivery %s (%s, %s) in doubt: the process stopped during the provider call; not re-sent",
-                        d.delivery_id, d.channel, d.recipient_key)  # fmt: skip
+            if check_at is not None:
+                log.warning("delivery %s (%s, %s) in doubt: the process stopped during the provider call; "
+                            "settled with the provider's evidence at %s (not sent again unless unknown to it)",
+                            d.delivery_id, d.channel, d.recipient_key, _iso(check_at))  # fmt: skip
+            else:
+                log.warning("delivery %s (%s, %s) in doubt: the process stopped during the provider call; "
+                            "not re-sent", d.delivery_id, d.channel, d.recipient_key)  # fmt: skip
         else:
             self.metrics.delivery(d.channel, self._provider(d.channel), "skipped")
             self.counters["duplicates"] += 1
             if d.role == fo.ROLE and d.terminal:
                 self._notice_outcome(d)
+
+    def _settled(self, before: dv.Delivery, after: dv.Delivery, how: str) -> None:
+        """Bookkeeping when an ``intent`` / ``in_doubt`` record is settled as sent, delivered or undelivered."""
+        if before.status == "in_doubt":
+            self.in_doubt_counts[before.channel] = max(0, self.in_doubt_counts[before.channel] - 1)
+            self.counters["in_doubt_resolved"] += 1
+            log.info("delivery %s (%s) no longer in doubt: %s by %s", before.delivery_id, before.channel,
+                     after.status, how)  # fmt: skip
+        else:
+            self.counters["intent_settled_by_receipt"] += 1
+
+    async def _settle(self, d: dv.Delivery, partition: int, now: float) -> None:
+        """An in-doubt delivery at its check time, no receipt so far: ask the provider, else send it again."""
+        sender = self.senders.get(d.channel)
+        provider = self._provider(d.channel)
+        if d.channel == "sms" and callable(getattr(sender, "find", None)):
+            try:
+                body = self._render(d.alert, d.channel, d.language).text or ""
+                found = await asyncio.get_running_loop().run_in_executor(
+                    self.pool,
+                    sender.find,
+                    d.address,
+                    body,
+                    d.created_at,  # type: ignore[union-attr]
+                )
+            except (SendError, TemplateError, ValueError, KeyError) as exc:
+                retry = dv.recover(d, now, now + 30)
+                self._put(retry, partition)
+                log.warning("delivery %s still in doubt: cannot ask %s now (%s); asking again in 30 s",
+                            d.delivery_id, provider, type(exc).__name__)  # fmt: skip
+                return
+            if found is not None:
+                sid, status = found
+                ok = dv.confirmed(d, now, provider, sid)
+                final = dv.receipt(ok, now, status) if status in dv.RECEIPT_FINAL_BAD | dv.RECEIPT_FINAL_OK else None
+                r = final or ok
+                self._settled(d, r, f"{provider}'s list of messages")
+                self.metrics.delivery(d.channel, provider, "sent")
+                self._put(r, partition)
+                await self._record(r, now)
+                return
+        # no receipt and not listed by the provider: the request never arrived
+        self.in_doubt_counts[d.channel] = max(0, self.in_doubt_counts[d.channel] - 1)
+        self.counters["in_doubt_resent"] += 1
+        log.warning("delivery %s (%s, %s) was in doubt and is unknown to %s: sending it now",
+                    d.delivery_id, d.channel, d.recipient_key, provider)  # fmt: skip
+        await self._advance(dv.resend(d, now), partition, now)
 
     async def _correct(self, d: dv.Delivery, partition: int, now: float) -> bool:
         """A correction goes only where the notice it supersedes may have arrived; that notice, if it has not
@@ -884,6 +954,7 @@ class Notifier:
                 continue
             if d.status == "in_doubt":
                 self.in_doubt_counts[d.channel] += 1
+                self.pending.set(d, partition)  # its check with the provider, if it has one
             elif d.status == "intent":
                 # due now, in the index only: the due job (behind any result in the topic) decides in doubt
                 self.pending.set(replace(d, status="waiting", next_at=now), partition)

@@ -21,6 +21,8 @@ States::
      ├──► skipped       opted out, or nothing to send
      └──► expired       no longer useful before it could be sent
     intent found when a job is read again (crash between call and record) ──► in_doubt
+    in_doubt ──receipt, or the provider lists the message──► sent / delivered / undelivered
+    in_doubt ──no trace at the provider by next_at──► waiting (sent again)
 
 *Gates*, in order, decide whether a delivery may be sent now: usefulness
 (``useful_until`` passed → ``expired``), consent (opted out → ``skipped``),
@@ -34,6 +36,16 @@ stores the outcome (:func:`succeeded` / :func:`failed`) after. A job that finds
 its record in ``intent`` means the process died in between: the outcome is
 unknown, so the record becomes ``in_doubt`` (:func:`recover`) and is reported,
 never silently re-sent or dropped.
+
+*Settling a doubt with evidence.* Where the provider can tell what it got, an
+in-doubt record carries ``next_at``: the time by which the evidence is in. A
+receipt for the delivery (any provider event: it proves the request arrived)
+settles it as sent, delivered or undelivered (:func:`receipt`, also for a record
+still in ``intent``, whose result job was lost). So does the provider's own list
+of messages, asked at ``next_at`` (:func:`confirmed`). With no trace of it by
+then, the request never reached the provider and the delivery is sent again
+(:func:`resend`): no gap, and no duplicate. Where there is no such evidence
+(WeCom, the console), the record stays in doubt and is reported.
 """
 
 from __future__ import annotations
@@ -216,9 +228,27 @@ def failed(
     return _at(d, now, status="dead", provider=provider, error=error, failures=failures, reason="gave up")
 
 
-def recover(d: Delivery, now: float) -> Delivery:
-    """A job found this record in ``intent``: the outcome of the call is unknown."""
-    return _at(d, now, status="in_doubt", reason="process stopped between the provider call and its record")
+def recover(d: Delivery, now: float, check_at: float | None = None) -> Delivery:
+    """A job found this record in ``intent``: the outcome of the call is unknown.
+
+    ``check_at``: when to settle the doubt with the provider's evidence (None: it
+    cannot be settled; the record stays in doubt and is reported).
+    """
+    reason = "process stopped between the provider call and its record"
+    if check_at is not None:
+        reason += "; settled by a receipt or by asking the provider"
+    return _at(d, now, status="in_doubt", next_at=check_at, reason=reason)
+
+
+def confirmed(d: Delivery, now: float, provider: str, provider_id: str | None) -> Delivery:
+    """The provider lists the message of an in-doubt delivery: it was sent (once)."""
+    return _at(d, now, status="sent", provider=provider, provider_id=provider_id, error=None, next_at=None,
+               reason="in doubt, confirmed by the provider")  # fmt: skip
+
+
+def resend(d: Delivery, now: float) -> Delivery:
+    """No trace of an in-doubt delivery at the provider by ``next_at``: the request never arrived; send it."""
+    return _at(d, now, status="waiting", next_at=now, reason="in doubt, unknown to the provider: sent again")
 
 
 NOTIFIED = frozenset({"sent", "delivered", "in_doubt"})
@@ -235,12 +265,25 @@ def merged(d: Delivery, now: float, into: str) -> Delivery:
     return _at(d, now, merged_into=into)
 
 
+RECEIPT_ACCEPTED = frozenset({"accepted", "queued", "scheduled", "sending", "sent", "processed", "deferred",
+                              "open", "click", "receiving", "received"})  # fmt: skip
+"""Provider events that prove the request arrived, without a final outcome yet."""
+
+
 def receipt(d: Delivery, now: float, status: str, error: str | None = None) -> Delivery | None:
-    """A provider receipt; ``None`` when it changes nothing (unknown status, record not sent yet)."""
-    if d.status not in ("sent", "delivered", "undelivered", "in_doubt"):
+    """A provider receipt; ``None`` when it changes nothing (unknown status, record not sent yet).
+
+    For a record in ``intent`` or ``in_doubt`` any known event settles the doubt: the
+    provider has the message, so it is sent (or already delivered / undelivered).
+    """
+    if d.status not in ("sent", "delivered", "undelivered", "in_doubt", "intent"):
         return None
+    unsure = d.status in ("intent", "in_doubt")
+    why = "in doubt, confirmed by a receipt" if unsure else d.reason
     if status in RECEIPT_FINAL_OK:
-        return _at(d, now, status="delivered", error=None)
+        return _at(d, now, status="delivered", error=None, next_at=None, reason=why)
     if status in RECEIPT_FINAL_BAD:
-        return _at(d, now, status="undelivered", error=error or status)
+        return _at(d, now, status="undelivered", error=error or status, next_at=None, reason=why)
+    if unsure and status in RECEIPT_ACCEPTED:
+        return _at(d, now, status="sent", error=None, next_at=None, reason=why)
     return None

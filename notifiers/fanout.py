@@ -230,6 +230,8 @@ class Progress:
     counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "skipped": 0, "failed": 0, "in_doubt": 0})
     reached: set[str] = field(default_factory=set)
     done_ids: set[str] = field(default_factory=set)
+    doubt_ids: set[str] = field(default_factory=set)
+    """Done ids now in doubt: settled later, they are counted again under their final outcome."""
     started: float = field(default_factory=time.time)
     finished: bool = False
     last_line: str = ""
@@ -258,9 +260,18 @@ class Progress:
     def outcome(self, delivery_id: str, status: str, account: str | None) -> bool:
         """A delivery of this notice reached a terminal ``status``; False if already counted."""
         label = _DONE.get(status)
-        if label is None or delivery_id in self.done_ids:
+        if label is None:
             return False
-        self.done_ids.add(delivery_id)
+        if delivery_id in self.done_ids:
+            if delivery_id not in self.doubt_ids or label == "in_doubt":
+                return False
+            # an in-doubt delivery settled later (sent, or sent again): it moves out of in_doubt
+            self.doubt_ids.discard(delivery_id)
+            self.counts["in_doubt"] -= 1
+        else:
+            self.done_ids.add(delivery_id)
+        if label == "in_doubt":
+            self.doubt_ids.add(delivery_id)
         self.counts[label] += 1
         if label == "sent" and account is not None:
             self.reached.add(account)

@@ -140,6 +140,10 @@ class RetryPolicy:
     """Counted failures after which the channel falls back; ``None``: this channel has no fallback."""
     permanent_fallback: bool = True
     useful: Usefulness = field(default_factory=Usefulness)
+    in_doubt_check: float = 120.0
+    """After a restart, how long an in-doubt delivery waits for the provider's evidence
+    (a receipt; for SMS also Twilio's list of messages) before it is checked and,
+    unknown to the provider, sent again."""
 
     def __post_init__(self) -> None:
         def whole(name: str, value: object, least: int) -> None:
@@ -152,7 +156,7 @@ class RetryPolicy:
             whole("fallback_after", self.fallback_after, 1)
             if self.fallback_after > self.max_attempts:
                 raise ValueError(f"fallback_after ({self.fallback_after}) exceeds max_attempts ({self.max_attempts})")
-        for name in ("base_delay", "max_delay", "min_delay", "rate_limit_wait"):
+        for name in ("base_delay", "max_delay", "min_delay", "rate_limit_wait", "in_doubt_check"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
                 raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")

@@ -611,7 +611,7 @@ class _Reader:
 _TOP = ("version", "timezone", "roles", "any_unit", "levels", "rules", "fallback", "retry", "quiet_hours", "wecom",
         "language")  # fmt: skip
 _RETRY_KEYS = ("max_attempts", "base_delay", "factor", "max_delay", "min_delay", "rate_limit_wait", "rate_limit_cap",
-               "permanent_fallback")  # fmt: skip
+               "permanent_fallback", "in_doubt_check")  # fmt: skip
 _NOTICE_KINDS = tuple(k.value for k in NoticeKind)
 
 

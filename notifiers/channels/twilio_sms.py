@@ -38,6 +38,11 @@ logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 PROVIDER = "twilio"
 
 RATE_LIMITED_CODES = frozenset({20429})
+LOOKUP_LIMIT = 20
+"""Messages to one number read when settling an in-doubt delivery (newest first)."""
+LOOKUP_SKEW_S = 300.0
+"""Clock skew allowed between this machine and Twilio's ``date_created``."""
+
 PERMANENT_CODES = frozenset({21211, 21408, 21610, 21614})
 """Named for the reader: every 4xx other than 429 is permanent anyway."""
 
@@ -123,6 +128,27 @@ class TwilioSms:
         except ValueError:  # a 2xx whose body is not JSON: the message may exist
             raise SendError("transient", "bad_response", "unreadable success response", provider=PROVIDER) from None
         return SendOutcome(provider=PROVIDER, provider_id=created.sid)
+
+    def find(self, to: str, body: str, since: float) -> tuple[str, str] | None:
+        """(SID, status) of a message with this ``body`` to ``to`` created after ``since`` (epoch s), or None.
+
+        Settles an in-doubt delivery: the process stopped after asking Twilio to send
+        and before recording the answer.  Reads the account's newest messages to that
+        number (``GET …/Messages.json?To=``, newest first, the last ``LOOKUP_LIMIT``);
+        a clock skew of ``LOOKUP_SKEW_S`` is allowed.  Network and API errors raise
+        :class:`SendError` (``transient``): no answer is not "not sent".
+        """
+        try:
+            recent = self._messages.list(to=to, limit=LOOKUP_LIMIT)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise self._http_error(exc, to) from None
+        except (requests.RequestException, TwilioException, ValueError) as exc:
+            raise SendError("transient", "lookup", type(exc).__name__, provider=PROVIDER) from None
+        for m in recent:
+            created = getattr(m, "date_created", None)
+            if m.body == body and (created is None or created.timestamp() >= since - LOOKUP_SKEW_S):
+                return str(m.sid), str(m.status or "")
+        return None
 
     def _http_error(self, exc: TwilioRestException | TwilioServiceException, to: str) -> SendError:
         status = int(exc.status or 0)

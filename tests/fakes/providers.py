@@ -366,12 +366,14 @@ class FakeTwilio(_FakeProvider):
 
     def _handle(self, request: RecordedRequest) -> Reply:
         match = _TWILIO_MESSAGES.match(request.path)
-        if request.method != "POST" or match is None:
+        if request.method not in ("POST", "GET") or match is None:
             return self._error(404, 20404, _TWILIO_MESSAGE[20404])
         if _basic_auth(request.header("Authorization")) != (self.account_sid, self.auth_token):
             return self._error(401, 20003, _TWILIO_MESSAGE[20003])
         if match.group(1) != self.account_sid:
             return self._error(404, 20404, _TWILIO_MESSAGE[20404])
+        if request.method == "GET":
+            return self._list(request)
         form = request.form or {}
         to, from_, service, body = (form.get(k, "") for k in ("To", "From", "MessagingServiceSid", "Body"))
         if not to:
@@ -414,6 +416,18 @@ class FakeTwilio(_FakeProvider):
         self._accept(request)
         return Reply.json(201, resource)
 
+    def _list(self, request: RecordedRequest) -> Reply:
+        """``GET …/Messages.json?To=&PageSize=``: the messages, newest first, one page (Twilio's list format)."""
+        to = request.query.get("To")
+        size = max(1, min(1000, int(request.query.get("PageSize") or 50)))
+        with self._lock:
+            found = [m for m in reversed(self._by_sid.values()) if to is None or m["to"] == to][:size]
+        uri = f"/{TWILIO_API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+        page = {"messages": found, "end": max(0, len(found) - 1), "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+                "next_page_uri": None, "page": 0, "page_size": size, "previous_page_uri": None, "start": 0,
+                "uri": f"{uri}?PageSize={size}&Page=0"}  # fmt: skip
+        return Reply.json(200, page)
+
 
 # ================================================================== SendGrid
 
@@ -441,6 +455,48 @@ class FakeSendGrid(_FakeProvider):
     def __init__(self, api_key: str, *, latency: float = 0.0) -> None:
         super().__init__(latency=latency)
         self.api_key = api_key
+        self._events: deque[dict[str, Any]] = deque()
+        self._events_url: str | None = None
+        self._signer: SendGridWebhookSigner | None = None
+        self._events_thread: threading.Thread | None = None
+        self.events_posted = 0
+
+    def post_events(self, url: str, signer: SendGridWebhookSigner, retry_for: float = 120.0) -> None:
+        """Act as SendGrid's event webhook: a signed ``processed`` event per accepted recipient, POSTed to ``url``.
+
+        Events carry the message's ``custom_args`` as top-level keys, as SendGrid's do, in
+        batches of up to 100; a batch the receiver does not take (error or no answer) is
+        posted again every half second for ``retry_for`` seconds (SendGrid retries for 24 h).
+        """
+        self._events_url, self._signer = url, signer
+        if self._events_thread is None:
+            self._events_thread = threading.Thread(target=self._post_loop, args=(retry_for,), daemon=True,
+                                                   name="FakeSendGrid-events")  # fmt: skip
+            self._events_thread.start()
+
+    def _post_loop(self, retry_for: float) -> None:
+        import urllib.request
+
+        while not self._stopping.is_set():
+            with self._lock:
+                batch = [self._events.popleft() for _ in range(min(100, len(self._events)))]
+            if not batch:
+                self._stopping.wait(0.05)
+                continue
+            body = json.dumps(batch).encode()
+            give_up = time.monotonic() + retry_for
+            while not self._stopping.is_set() and time.monotonic() < give_up:
+                assert self._signer is not None and self._events_url is not None
+                headers = {"Content-Type": "application/json", **self._signer.headers(body, int(time.time()))}
+                req = urllib.request.Request(self._events_url, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as resp:
+                        if 200 <= resp.status < 300:
+                            self.events_posted += len(batch)
+                            break
+                except OSError:
+                    pass
+                self._stopping.wait(0.5)
 
     def fail_next(
         self,
@@ -488,7 +544,16 @@ class FakeSendGrid(_FakeProvider):
         if problem is not None:
             return self._errors(400, problem[1], problem[0])
         self._accept(request)
-        return Reply(202, b"", {"X-Message-Id": secrets.token_urlsafe(16)})
+        message_id = secrets.token_urlsafe(16)
+        if self._events_url is not None:
+            common = mail.get("custom_args") or {}
+            with self._lock:
+                for p in mail["personalizations"]:
+                    for to in p.get("to", []):
+                        self._events.append({"email": to["email"], "timestamp": int(time.time()), "event": "processed",
+                                             "sg_message_id": f"{message_id}.filter0001", **common,
+                                             **(p.get("custom_args") or {})})  # fmt: skip
+        return Reply(202, b"", {"X-Message-Id": message_id})
 
 
 def _check_mail(mail: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -71,7 +71,10 @@ def routing_config(base: Path, **routing_changes: Any) -> Path:
     routing["quiet_hours"] = {"units": [], "residents": []}
     routing["wecom"]["merge_window"] = "1s"
     for key, value in routing_changes.items():
-        routing[key] = value
+        if isinstance(value, dict) and isinstance(routing.get(key), dict):
+            routing[key].update(value)  # a section: only the keys given change
+        else:
+            routing[key] = value
     (d / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return d
 

@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +139,25 @@ def test_twilio_sends_the_real_form_with_basic_auth(twilio: FakeTwilio) -> None:
     assert req.form == {"To": PHONE, "From": FROM, "Body": "【水务】润达检修超时,请处理。", "StatusCallback": callback}
     assert outcome.provider == "twilio"
     assert outcome.provider_id is not None and outcome.provider_id.startswith("SM") and len(outcome.provider_id) == 34
+
+
+def test_twilio_find_settles_a_doubt_from_the_providers_list_of_messages(twilio: FakeTwilio) -> None:
+    """The SDK's list call (GET …/Messages.json?To=) finds a message by number, body and time; errors are not "no"."""
+    sender = twilio_sender(twilio)
+    since = time.time()
+    outcome = sender.send(sms())
+    body = "【水务】润达检修超时,请处理。"
+    found = sender.find(PHONE, body, since)
+    assert found is not None and found[0] == outcome.provider_id and found[1] == "queued"
+    get = [r for r in twilio.requests if r.method == "GET"][-1]
+    assert get.path == f"/2010-04-01/Accounts/{SID}/Messages.json" and get.query.get("To") == PHONE
+    assert sender.find(PHONE, body + "x", since) is None  # another text
+    assert sender.find("+8613900000000", body, since) is None  # another number
+    assert sender.find(PHONE, body, since + 3600) is None  # created before the intent
+    twilio.fail_next(503, 20500)
+    with pytest.raises(SendError) as info:
+        sender.find(PHONE, body, since)
+    assert info.value.kind == "transient"
 
 
 def test_twilio_messaging_service_instead_of_from(twilio: FakeTwilio) -> None:
