@@ -71,6 +71,7 @@ def apply() -> None:
 
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
     _patch_producer_buffer_flush()
+    _diag()
     _APPLIED = True
 
 
@@ -100,3 +101,33 @@ def _patch_producer_buffer_flush() -> None:
             await self._send_pending(fut)
 
     ProducerBuffer.flush = flush  # type: ignore[method-assign]
+
+
+def _diag() -> None:  # TEMPORARY DIAGNOSTICS (WATERWATCH_DIAG=1)
+    import os
+
+    if os.environ.get("WATERWATCH_DIAG") != "1":
+        return
+    from faust.transport.consumer import Consumer as _C
+    from faust.transport.drivers.aiokafka import Consumer as _AC
+
+    orig_ack = _C.ack
+
+    def ack(self: Any, message: Any) -> bool:
+        r = orig_ack(self, message)
+        if not message.topic.endswith(("changelog", "__leader")):
+            log.info("DIAG ack %s[%d]@%d gen=%s app=%s counted=%s committed=%s", message.topic.rsplit(".", 1)[-1],
+                     message.partition, message.offset, message.generation_id, self.app.consumer_generation_id, r,
+                     self._committed_offset.get(message.tp))
+        return r
+
+    _C.ack = ack  # type: ignore[method-assign]
+    orig_commit = _AC._commit
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        r = await orig_commit(self, offsets)
+        log.info("DIAG commit %s -> %s", sorted((tp.topic.rsplit(".", 1)[-1][-9:], tp.partition, o)
+                                                for tp, o in offsets.items()), r)
+        return r
+
+    _AC._commit = _commit  # type: ignore[method-assign]

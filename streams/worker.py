@@ -42,6 +42,7 @@ from waterwatch.metrics import WorkerMetrics, serve_metrics
 from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
 
 log = logging.getLogger("waterwatch.worker")
+_DIAG = os.environ.get("WATERWATCH_DIAG") == "1"  # TEMPORARY
 
 APP_ID = "waterwatch-worker"
 TABLE = "matters"
@@ -359,6 +360,9 @@ class Worker:
             now = s.now()
             _as_current(event)
             results: list[tuple[bytes | None, Result, bool]]
+            if _DIAG:
+                log.info("DIAG proc %s[%d]@%d key=%s gen=%s app=%s", msg.topic.rsplit(".", 1)[-1], msg.partition,
+                         msg.offset, key, msg.generation_id, self.app.consumer_generation_id)
             if msg.topic == events_topic:
                 counters["events"] += 1
                 metrics.event("event")
@@ -377,7 +381,10 @@ class Worker:
                 if msg.partition in self._catchup:
                     continue  # the tick sends another once the partition's backlog of events is processed
                 self._check_sent.pop(msg.partition, None)
-                for matter_id, _due in self.index.pop_due_in(msg.partition, now, s.check_limit):
+                popped = self.index.pop_due_in(msg.partition, now, s.check_limit)
+                if _DIAG:
+                    log.info("DIAG check pops %s", popped)
+                for matter_id, _due in popped:
                     mkey = matter_id.encode()
                     results.append((mkey, processor.on_check(mkey, stored(mkey), now=now), True))
             for k, result, timer in results:
@@ -394,6 +401,8 @@ class Worker:
         for k, (ev, state) in written.items():
             _as_current(ev)
             matters[k] = state
+            if _DIAG:
+                log.info("DIAG write %s p=%d head=%s", k, ev.message.partition, state[:20])
         index = self.index
         touched = self._touched
         for result, partition, now, timer in done:
@@ -506,6 +515,8 @@ class Worker:
                     if due is not None:
                         entries.append((matter_id, due))
                 self.index.load(partition, entries, skip=touched)
+                if _DIAG:
+                    log.info("DIAG rebuild p=%d %s skip=%s", partition, entries, touched)
         finally:
             self._touched = None
         took = time.monotonic() - started

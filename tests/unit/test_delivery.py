@@ -68,6 +68,27 @@ def test_an_intent_found_again_is_in_doubt_and_a_receipt_settles_it() -> None:
     assert r is not None and r.status == "delivered"
 
 
+def test_a_doubt_with_a_check_time_is_settled_by_evidence_or_sent_again() -> None:
+    intent = dv.begin(make(), NOW)
+    doubt = dv.recover(intent, NOW + 30, check_at=NOW + 150)
+    assert doubt.status == "in_doubt" and doubt.next_at == NOW + 150 and "asking the provider" in (doubt.reason or "")
+    assert dv.recover(intent, NOW + 30).next_at is None  # no evidence possible: reported only
+    # any provider event proves the request arrived: sent (or final), never sent again
+    for status, final in (("processed", "sent"), ("queued", "sent"), ("delivered", "delivered"),
+                          ("undelivered", "undelivered")):  # fmt: skip
+        r = dv.receipt(doubt, NOW + 40, status)
+        assert r is not None and r.status == final and r.next_at is None, status
+    assert dv.receipt(doubt, NOW + 40, "nonsense") is None
+    # a receipt can arrive before the restart found the intent (its result job was lost)
+    early = dv.receipt(intent, NOW + 5, "sent")
+    assert early is not None and early.status == "sent"
+    ok = dv.confirmed(doubt, NOW + 150, "twilio", "SM9")
+    assert ok.status == "sent" and ok.provider_id == "SM9" and ok.next_at is None
+    again = dv.resend(doubt, NOW + 150)
+    assert again.status == "waiting" and again.next_at == NOW + 150 and again.attempt == intent.attempt
+    assert dv.begin(again, NOW + 151).attempt == intent.attempt + 1
+
+
 def test_receipts_only_change_sent_records() -> None:
     waiting = dv.wait(make(), NOW, NOW + 5, "merge window")
     assert dv.receipt(waiting, NOW, "delivered") is None

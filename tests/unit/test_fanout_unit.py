@@ -194,3 +194,13 @@ def test_residents_quiet_hours_agree_between_the_policy_and_the_routing() -> Non
         in_policy = any((a <= local < b) if a < b else (local >= a or local < b)
                         for a, b in cfg.policy.resident_quiet_hours)  # fmt: skip
         assert quiet.is_quiet(t) == in_policy, local
+
+
+def test_a_delivery_in_doubt_then_settled_counts_once_under_its_final_outcome() -> None:
+    p = fo.Progress("n1", "runda", "pre_outage", households=2, jobs=2, expanded=True)
+    assert p.outcome("d1", "in_doubt", "A1")
+    assert p.counts["in_doubt"] == 1 and p.done == 1
+    assert not p.outcome("d1", "in_doubt", "A1")  # seen again: nothing changes
+    assert p.outcome("d1", "sent", "A1")  # settled (confirmed, or sent again)
+    assert p.counts["in_doubt"] == 0 and p.counts["sent"] == 1 and p.done == 1 and "A1" in p.reached
+    assert not p.outcome("d1", "sent", "A1")
