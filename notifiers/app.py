@@ -226,6 +226,17 @@ class Notifier:
         self.state = "starting"
         self.rng = random.Random()
         self.buckets: dict[str, TokenBucket] = {}
+        self.provider_buckets: dict[str, TokenBucket] = {
+            ch: b for ch, limits in routing.providers.items() if (b := limits.bucket()) is not None
+        }
+        """Per channel: the provider's call rate (``providers:`` in routing.yaml), paced in :meth:`_call`."""
+        email = routing.providers.get("email")
+        self.email_batch = email.batch if email is not None else 1
+        self.batch_wait = email.batch_wait if email is not None else 1.0
+        self.recovered_intents: set[str] = set()
+        """Deliveries the recovery found in ``intent``: their due job decides in doubt (any other due is stale)."""
+        self.batches: dict[tuple[int, str, str, int], dict[str, None]] = {}
+        """(partition, notice alert id, language, attempt) → resident e-mails waiting to share one request."""
         self.merge_window = settings.merge_window if settings.merge_window is not None else routing.wecom.merge_window
         self.consent = ConsentReader(settings.bootstrap, settings.consent_topic)
         self.residents = fo.ResidentsReader(settings.bootstrap, settings.residents_topic)
@@ -323,6 +334,8 @@ class Notifier:
         async def revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
             parts = {tp.partition for tp in revoked if tp.topic == s.jobs_topic}
             n.pending.drop_partitions(parts)
+            for key in [k for k in n.batches if k[0] in parts]:
+                del n.batches[key]
             n._set_state("rebalancing", f"{len(parts)} partition(s) revoked")
 
         @app.on_partitions_assigned.connect
@@ -480,7 +493,11 @@ class Notifier:
             if d0 is None:
                 return
             if d0.status == "intent":
-                await self._seen_again(d0, partition, now)
+                if d0.delivery_id in self.recovered_intents:  # found by the recovery: the call's outcome is lost
+                    self.recovered_intents.discard(d0.delivery_id)
+                    await self._seen_again(d0, partition, now)
+                else:  # a due time that passed while the delivery was being sent (e.g. in a batch): stale
+                    self.counters["stale_due"] += 1
             elif d0.status == "waiting" and d0.next_at is not None and d0.next_at <= now + 0.001:
                 await self._advance(d0, partition, now)
             elif d0.status == "in_doubt" and d0.next_at is not None and d0.next_at <= now + 0.001:
@@ -636,6 +653,11 @@ class Notifier:
             return
         if d.urgent and quiet_until is not None:
             log.info("delivery %s is urgent: sent during quiet hours (%s)", d.delivery_id, why)
+        if g.channel == "email" and g.role == fo.ROLE and self.email_batch > 1 and self._batches_email():
+            batch = self._batch(g, d, partition, now)
+            if batch is not None:
+                await self._send(batch, partition, now)
+            return
         group = [g]
         if g.channel == "wecom":
             # a fresh WeCom alert waits for the merge window; a due one takes every waiting one along
@@ -664,10 +686,46 @@ class Notifier:
                 return
         await self._send(group, partition, now)
 
+    def _batches_email(self) -> bool:
+        return callable(getattr(self.senders.get("email"), "send_batch", None))
+
+    def _batch(self, g: dv.Delivery, d: dv.Delivery, partition: int, now: float) -> list[dv.Delivery] | None:
+        """A resident e-mail joins its notice's batch (same partition, language and attempt); the batch to send now.
+
+        The batch goes when it holds ``providers.email.batch`` e-mails, or when a member's
+        wait (``batch_wait``) ends; until then each member waits as a ``batch`` record, so a
+        restart finds it again.  One partition only: every record of the batch, and the
+        result of its request, stay with the instance that owns them.
+        """
+        key = (partition, g.alert_id, g.language, g.attempt)
+        members = self.batches.setdefault(key, {})
+        members[g.delivery_id] = None
+        due = d.status == "waiting" and d.reason == "batch"
+        if len(members) < self.email_batch and not due:
+            self._put(dv.wait(g, now, now + self.batch_wait, "batch"), partition)
+            return None
+        group = [g]
+        del members[g.delivery_id]
+        for did in list(members):
+            if len(group) >= self.email_batch:
+                break
+            del members[did]
+            m = self._get(did)
+            if m is not None and m.status == "waiting" and m.reason == "batch" and m.attempt == g.attempt:
+                self.pending.discard(did)
+                group.append(m)
+        if not members:
+            self.batches.pop(key, None)
+        return group
+
     async def _send(self, group: list[dv.Delivery], partition: int, now: float) -> None:
         lead = group[0]
+        batch: list[Message] | None = None
         try:
             message, fits = self._message(group)
+            if lead.channel == "email" and len(group) > 1:
+                batch = [message] + [self._message([m])[0] for m in group[1:]]
+                fits = len(group)
             group = group[:fits]  # the rest of a WeCom merge waits for the next message
         except (TemplateError, ValueError, KeyError) as exc:
             for m in group:
@@ -684,7 +742,7 @@ class Notifier:
             self._put(m, partition)
         # the sender task flushes (every intent durable) before it calls the provider
         notice = lead.alert_id if lead.role == fo.ROLE else None
-        self.outbox.put_nowait(_Outgoing(message, [m.delivery_id for m in started], lead.attempt + 1, notice))
+        self.outbox.put_nowait(_Outgoing(message, [m.delivery_id for m in started], lead.attempt + 1, notice, batch))
 
     async def _sender_loop(self) -> None:
         """Take what the agent queued, flush once (the intents are in Kafka), then call providers concurrently.
@@ -716,28 +774,37 @@ class Notifier:
             message = out.message
             sender = self.senders[message.channel]
             provider = getattr(sender, "provider", "console")
+            bucket = self.provider_buckets.get(message.channel)
+            while bucket is not None and (wait := bucket.take(time.monotonic())) > 0:
+                await asyncio.sleep(wait)  # the provider's rate: one token per call (an e-mail batch is one call)
             t0 = time.perf_counter()
+            results: list[tuple[list[str], dict[str, Any]]] = []
             try:
-                outcome: SendOutcome | None = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, sender.send, message
-                )
-                result: dict[str, Any] = {"ok": True, "provider": outcome.provider if outcome else provider,
-                                          "provider_id": outcome.provider_id if outcome else None}  # fmt: skip
+                if out.batch:
+                    answers = await asyncio.get_running_loop().run_in_executor(self.pool, sender.send_batch, out.batch)
+                    for a in answers:
+                        results.append((list(a.delivery_ids), _result(a.outcome, a.error, provider)))
+                else:
+                    outcome: SendOutcome | None = await asyncio.get_running_loop().run_in_executor(
+                        self.pool, sender.send, message
+                    )
+                    results.append((out.ids, _result(outcome, None, provider)))
             except SendError as exc:
-                result = {"ok": False, "provider": exc.provider, "kind": exc.kind, "code": exc.code,
-                          "detail": exc.detail, "retry_after": exc.retry_after}  # fmt: skip
+                results = [(out.ids, _result(None, exc, provider))]
             except Exception as exc:  # a sender bug is a transient failure, not a crash of the notifier
-                result = {"ok": False, "provider": provider, "kind": "transient", "code": type(exc).__name__,
-                          "detail": mask_text(str(exc))[:200], "retry_after": None}  # fmt: skip
+                results = [(out.ids, {"ok": False, "provider": provider, "kind": "transient",
+                                      "code": type(exc).__name__, "detail": mask_text(str(exc))[:200],
+                                      "retry_after": None})]  # fmt: skip
             took = time.perf_counter() - t0
             prog = self.notices.get(out.notice) if out.notice else None
             if prog is not None:
                 prog.called += len(out.ids)
             if self.settings.crash_after_send:
                 os._exit(17)
-            value = _job("result", ids=out.ids, attempt=out.attempt, took=took, **result)
-            sent = await self.jobs_t.send(key=message.recipient_key.encode(), value=value)
-            await sent  # the result is in Kafka before the slot is free: a crash leaves ≤ max_outstanding in doubt
+            for ids, result in results:
+                value = _job("result", ids=ids, attempt=out.attempt, took=took, **result)
+                sent = await self.jobs_t.send(key=message.recipient_key.encode(), value=value)
+                await sent  # in Kafka before the slot is free: a crash leaves ≤ max_outstanding calls in doubt
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the record stays in intent: in doubt after the next recovery, never re-sent
@@ -938,6 +1005,7 @@ class Notifier:
     async def _rebuild(self) -> None:
         """After recovery: waiting deliveries back into the pending index; intents become due now."""
         self.pending.clear()
+        self.recovered_intents.clear()
         now = self.settings.now()
         waiting = intents = 0
         assigned = self._assigned_partitions()
@@ -958,6 +1026,7 @@ class Notifier:
             elif d.status == "intent":
                 # due now, in the index only: the due job (behind any result in the topic) decides in doubt
                 self.pending.set(replace(d, status="waiting", next_at=now), partition)
+                self.recovered_intents.add(d.delivery_id)
                 intents += 1
             else:
                 self.pending.set(d, partition)
@@ -980,6 +1049,8 @@ class _Outgoing:
     attempt: int
     notice: str | None = None
     """The resident notice (alert id) this call serves, for its progress."""
+    batch: list[Message] | None = None
+    """E-mails of one notice sent as one request (``send_batch``); ``message`` is the first."""
 
 
 def _job(op: str, **fields: Any) -> bytes:
@@ -991,6 +1062,15 @@ _RECORD_STATUS = {"waiting": None, "new": None, "ready": None, "intent": "intent
                   "fallen_back": "failed", "dead": "failed", "skipped": "skipped", "expired": "skipped",
                   "superseded": "skipped",
                   "in_doubt": "in_doubt"}  # fmt: skip
+
+
+def _result(outcome: SendOutcome | None, error: SendError | None, provider: str) -> dict[str, Any]:
+    """The fields of a ``result`` job: the provider's answer to one call (or one request of a batch)."""
+    if error is not None:
+        return {"ok": False, "provider": error.provider, "kind": error.kind, "code": error.code,
+                "detail": error.detail, "retry_after": error.retry_after}  # fmt: skip
+    return {"ok": True, "provider": outcome.provider if outcome else provider,
+            "provider_id": outcome.provider_id if outcome else None}  # fmt: skip
 
 
 def _record_status(status: str) -> str | None:

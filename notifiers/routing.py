@@ -151,6 +151,28 @@ class WecomLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What one channel's provider takes (``providers:`` in routing.yaml), per notifier instance.
+
+    ``per_second``/``burst``: provider calls (an SMS; an e-mail request, which may carry
+    many recipients); ``None`` is no limit of ours.  ``batch``: e-mail recipients of one
+    resident notice per SendGrid request (its personalizations, at most 1000); ``1`` sends
+    each alone.  ``batch_wait``: how long a notice's e-mails wait for a batch to fill.
+    """
+
+    per_second: float | None = None
+    burst: int = 1
+    batch: int = 1
+    batch_wait: float = 1.0
+
+    def bucket(self) -> TokenBucket | None:
+        return None if self.per_second is None else TokenBucket(self.per_second, self.burst)
+
+
+SENDGRID_MAX_PERSONALIZATIONS = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One delivery to make: a recipient on a channel.  ``address`` is personal data: log :func:`masked`."""
 
@@ -241,6 +263,7 @@ class Routing:
     quiet_units: QuietHours
     quiet_residents: QuietHours
     wecom: WecomLimits
+    providers: Mapping[str, ProviderLimits] = field(default_factory=dict)
     language_default: str = "zh"
     language_units: Mapping[str, str] = field(default_factory=dict)
     language_roles: Mapping[str, str] = field(default_factory=dict)
@@ -609,7 +632,7 @@ class _Reader:
 
 
 _TOP = ("version", "timezone", "roles", "any_unit", "levels", "rules", "fallback", "retry", "quiet_hours", "wecom",
-        "language")  # fmt: skip
+        "providers", "language")  # fmt: skip
 _RETRY_KEYS = ("max_attempts", "base_delay", "factor", "max_delay", "min_delay", "rate_limit_wait", "rate_limit_cap",
                "permanent_fallback", "in_doubt_check")  # fmt: skip
 _NOTICE_KINDS = tuple(k.value for k in NoticeKind)
@@ -649,6 +672,28 @@ def _useful(rd: _Reader, retry: dict[str, Any]) -> Usefulness:
                                         f"({', '.join(_NOTICE_KINDS)})")  # fmt: skip
         windows[key] = value if isinstance(value, str) and value in ANCHORS else rd.duration(node, key, w)
     return Usefulness(windows, default)
+
+
+def _providers(rd: _Reader, tree: dict[str, Any]) -> dict[str, ProviderLimits]:
+    if tree.get("providers") is None:
+        return {}
+    node = rd.mapping(tree, "providers", "providers")
+    out: dict[str, ProviderLimits] = {}
+    for ch, spec in node.items():
+        w = f"providers.{ch}"
+        if ch not in ("sms", "email"):
+            raise rd.fail(node, ch, w, "sms or email (WeCom robots are limited under wecom:)")
+        if not isinstance(spec, dict):
+            raise rd.fail(node, ch, w, "must be a mapping {per_second, burst, batch, batch_wait}")
+        rd.keys(spec, ("per_second", "burst", "batch", "batch_wait") if ch == "email" else ("per_second", "burst"), w)
+        per_second = rd.number(spec, "per_second", f"{w}.per_second", least=0.001) if "per_second" in spec else None
+        burst = int(rd.number(spec, "burst", f"{w}.burst", least=1, whole=True)) if "burst" in spec else 1
+        batch = int(rd.number(spec, "batch", f"{w}.batch", least=1, whole=True)) if "batch" in spec else 1
+        if batch > SENDGRID_MAX_PERSONALIZATIONS:
+            raise rd.fail(spec, "batch", f"{w}.batch", f"SendGrid takes at most {SENDGRID_MAX_PERSONALIZATIONS}")
+        wait = rd.duration(spec, "batch_wait", f"{w}.batch_wait", zero=True) if "batch_wait" in spec else 1.0
+        out[ch] = ProviderLimits(per_second, burst, batch, wait)
+    return out
 
 
 def load_routing(path: Path, units: UnitsDirectory, *, known_rules: Iterable[str] | None = None) -> Routing:
@@ -768,6 +813,8 @@ def load_routing(path: Path, units: UnitsDirectory, *, known_rules: Iterable[str
     if wecom.max_bytes > WECOM_MARKDOWN_BYTES:
         raise rd.fail(wecom_node, "max_bytes", "wecom.max_bytes", f"the robot takes at most {WECOM_MARKDOWN_BYTES}")
 
+    providers = _providers(rd, tree)
+
     lang_node = rd.mapping(tree, "language", "language")
     rd.keys(lang_node, ("default", "units", "roles"), "language")
     lang_default = lang_node.get("default", "zh")
@@ -787,7 +834,7 @@ def load_routing(path: Path, units: UnitsDirectory, *, known_rules: Iterable[str
 
     return Routing(
         units=units, roles=roles, any_unit=any_unit, levels=levels, rules=rules, fallback=fallback, retry=retry,
-        useful=useful, quiet_units=quiet_units, quiet_residents=quiet_residents, wecom=wecom,
+        useful=useful, quiet_units=quiet_units, quiet_residents=quiet_residents, wecom=wecom, providers=providers,
         language_default=str(lang_default), language_units=per["units"], language_roles=per["roles"],
         timezone=tz.key, path=path,
     )  # fmt: skip
