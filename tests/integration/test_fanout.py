@@ -203,6 +203,9 @@ def test_pre_notice_reaches_each_consenting_household_once(stacks: Any) -> None:
     sms, mails = st.sms(), st.mails()
     assert set(sms) == want_sms and max(sms.values()) == 1, "one sms per consenting household, none elsewhere"
     assert set(mails) == want_mail and max(mails.values()) == 1, "one e-mail per consenting household"
+    # SendGrid batches: far fewer requests than e-mails, each within the 1,000-personalization limit
+    sizes = [len((r.json or {}).get("personalizations", [])) for r in st.sendgrid.requests]
+    assert max(sizes) <= 1000 and len(sizes) < len(want_mail) // 5, sizes
     assert len(want_sms) == IN_AREA - IN_AREA // 20
     by = final_status(st.records(aid))
     for key in opted_out(rs, "sms"):
