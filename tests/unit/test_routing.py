@@ -309,7 +309,7 @@ def test_retry_policies_per_channel_carry_the_fallback_threshold(routing: Routin
 def test_provider_pacing_email_batches_and_the_in_doubt_check(routing: Routing) -> None:
     sms, email = routing.providers["sms"], routing.providers["email"]
     assert (sms.per_second, sms.burst, sms.batch) == (100, 100, 1)
-    assert (email.per_second, email.burst, email.batch, email.batch_wait) == (10, 10, 1000, 1.0)
+    assert (email.per_second, email.burst, email.batch, email.batch_wait) == (50, 50, 1000, 1.0)
     bucket = sms.bucket()
     assert bucket is not None and bucket.rate_per_s == 100 and bucket.burst == 100
     assert routing.retry_policy("sms").in_doubt_check == 120 == routing.retry_policy("email").in_doubt_check
@@ -447,8 +447,8 @@ BAD_CASES = [
     ("version: 1", "version: 2", "must be 1"),
     ("  unit_head:\n", "  residents:\n    - {to: unit.duty, channels: [sms]}\n  unit_head:\n", "resident fan-out"),
     ("  unit_head:\n", "  unit:\n", "duplicate key 'unit'"),
-    ("  email: {per_second: 10, burst: 10, batch: 1000, batch_wait: 1s}",
-     "  email: {per_second: 10, burst: 10, batch: 1001, batch_wait: 1s}", "SendGrid takes at most 1000"),
+    ("  email: {per_second: 50, burst: 50, batch: 1000, batch_wait: 1s}",
+     "  email: {per_second: 50, burst: 50, batch: 1001, batch_wait: 1s}", "SendGrid takes at most 1000"),
     ("  sms:   {per_second: 100, burst: 100}", "  sms:   {per_second: 100, batch: 5}",
      "providers.sms.batch: unknown key"),
     ("  sms:   {per_second: 100, burst: 100}", "  wecom: {per_second: 1}", "sms or email"),
