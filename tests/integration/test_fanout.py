@@ -107,8 +107,23 @@ class Stack:
                                         config_dir=routing_config(base / name, **(routing or {})),
                                         extra_env=env)  # fmt: skip
         self.notifier.data_dir.mkdir(parents=True, exist_ok=True)
+        self.others: list[NotifierProcess] = []
         self.producer = Producer(bootstrap)
         self.deliveries: TopicReader | None = None
+
+    def another(self, name: str) -> NotifierProcess:
+        """A further instance of the same notifier (same app id and topics; own data dir and web port)."""
+        n = self.notifier
+        env = dict(n.extra_env)
+        port = free_port()
+        env["WATERWATCH_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        other = NotifierProcess(bootstrap=self.bootstrap, topic_prefix=self.prefix, app_id=n.app_id,
+                                data_dir=n.data_dir.parent.parent / name / "data",
+                                log_path=n.data_dir.parent.parent / name / "notifier.log", web_port=port,
+                                partitions=n.partitions, config_dir=n.config_dir, extra_env=env)  # fmt: skip
+        other.data_dir.mkdir(parents=True, exist_ok=True)
+        self.others.append(other)
+        return other
 
     def load_residents(self, rs: list[Resident]) -> None:
         topic = f"{self.prefix}.residents"
@@ -142,6 +157,8 @@ class Stack:
 
     def close(self) -> None:
         self.notifier.kill()
+        for other in self.others:
+            other.kill()
         self.producer.close()
         if self.deliveries is not None:
             self.deliveries.close()
@@ -256,6 +273,31 @@ def test_killed_mid_fan_out_leaves_no_duplicates_and_no_gaps(stacks: Any) -> Non
     print(f"killed after {at_kill} sms; after restart: {len(sms)} sms, {len(mails)} e-mails, "
           f"{len(doubted)} in doubt: {resolved} confirmed (receipt, result or the provider's list), "
           f"{resent} sent again; counters {h}")  # fmt: skip
+
+
+def test_two_notifier_instances_share_a_fan_out_each_household_once(stacks: Any) -> None:
+    """Jobs are partitioned by recipient: two instances of one notifier split the households between them,
+    and every household still gets exactly one notice per channel."""
+    rs = households()
+    st = stacks("pair")
+    st.load_residents(rs)
+    st.start()
+    second = st.another("pair-2")
+    second.start().wait_ready()
+    # the first instance gave up partitions to the second and is ready again before the notice comes
+    wait_for("the first instance rebalanced", lambda: st.notifier.log_text().count("notifier ready") >= 2
+             and (st.notifier.health() or (0,))[0] == 200, st, 60)  # fmt: skip
+    alert = pre_notice(unique_name("O"))
+    st.publish(alert)
+    want_sms, want_mail = expected(rs, "sms"), expected(rs, "email")
+    wait_for("every sms and e-mail", lambda: set(st.sms()) >= want_sms and set(st.mails()) >= want_mail, st, 240)
+    time.sleep(2)
+    sms, mails = st.sms(), st.mails()
+    assert set(sms) == want_sms and max(sms.values()) == 1
+    assert set(mails) == want_mail and max(mails.values()) == 1
+    sent = [(inst.health() or (0, {}))[1].get("sent", 0) for inst in (st.notifier, second)]
+    assert all(n > 0 for n in sent), f"one instance sent nothing: {sent}"
+    print(f"sent by instance: {sent}")
 
 
 def correction(pre: dict[str, Any], new_area: str) -> dict[str, Any]:
