@@ -29,7 +29,7 @@ SDK call" = render + record + the call.  Target of the issue: median overhead �
 Part 2, end to end on the real broker (``WATERWATCH_KAFKA``). A real
 ``waterwatch notifier`` subprocess (unique topic prefix and app id, metrics
 port 0, the test harness's provider environment: the real SDKs pointed at the
-fakes, latency 0; a routing copy with quiet hours off and a 1 s merge window).
+fakes, latency 0; a routing copy with quiet hours off, a 1 s merge window and no provider pacing).
 M warning alerts (default 2,000, notify = the unit: 2 deliveries each, sms +
 email) are published to the alerts topic at once; measured: first publish →
 last ``sent`` record on the deliveries topic (Kafka timestamps), deliveries/s
@@ -59,6 +59,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from base64 import b64encode
@@ -244,6 +245,8 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
         plan_ns: list[int] = []
         mentions = 0
         clock = time.perf_counter_ns
+        cpu = time.thread_time_ns  # CPU time of this thread: the same work, without time spent preempted
+        cpu_over: dict[str, list[int]] = {ch: [] for ch in channels}
 
         # warm-up: compile every template used, open the SDKs' lazy parts (not measured)
         for a in distinct[: min(len(distinct), 200)]:
@@ -260,7 +263,7 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
             ch = channels[i % len(channels)]
             tg = next((x for x in plan.targets if x.channel == ch), None) or default_target[ch]
             # (a) render
-            t = clock()
+            c0, t = cpu(), clock()
             rendered = renderer.render(alert, ch, tg.language)
             render[ch].ns.append(clock() - t)
             # (b) record, before the call: new -> gates -> gate -> begin -> table JSON
@@ -283,6 +286,7 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
                               status_callback=callback,
                               custom_args={"delivery_id": did, "recipient_key": tg.recipient_key})  # fmt: skip
             rec_pre[ch].ns.append(clock() - t)
+            c_before = cpu() - c0
             assert g.status == "ready" and intent, g
             # (c) the provider call through the real SDK
             t = clock()
@@ -290,7 +294,7 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
             call[ch].ns.append(clock() - t)
             mentions += ch == "wecom" and bool(tg.mentions)
             # (b) record, after the call: succeeded -> table JSON -> the deliveries record
-            t = clock()
+            c0, t = cpu(), clock()
             s = dv.succeeded(b, now, outcome.provider, outcome.provider_id)
             stored = s.to_json()
             rec = {"delivery_id": s.delivery_id, "alert_id": s.alert_id, "channel": s.channel,
@@ -299,6 +303,7 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
                    "kind": s.kind, "reason": s.reason}  # fmt: skip
             out = json.dumps(rec, ensure_ascii=False).encode()
             rec_post[ch].ns.append(clock() - t)
+            cpu_over[ch].append(c_before + cpu() - c0)
             assert stored and out
             if (i + 1) % 1000 == 0:
                 log(f"part 1: {i + 1:,} of {n:,}")
@@ -361,6 +366,8 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
         ("NOTIFIER OVERHEAD: wecom", ms3(over["wecom"])),
         ("NOTIFIER OVERHEAD: all 3 channels pooled", ms3(all_over)),
         ("NOTIFIER OVERHEAD: sms + email pooled (the mix of part 2)", ms3(e2e_mix)),
+        ("  the same, CPU time of the thread (no preemption): sms / email / wecom (median)",
+         " / ".join(f"{statistics.median(cpu_over[ch]) / 1e6:.3f}" for ch in channels)),
         ("target median overhead ≤ 1 ms met?", verdict),
         ("TOTAL WITH SDK CALL = overhead + call: sms", ms3(total["sms"])),
         ("TOTAL WITH SDK CALL: email", ms3(total["email"])),
@@ -829,7 +836,8 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     b = Bench("notifier", keep_logs=args.keep_logs)
     try:
-        config_dir = routing_config(b.tmp)
+        # no provider pacing (providers: in routing.yaml): the fakes answer at once, this measures the notifier
+        config_dir = routing_config(b.tmp, providers={"sms": {}, "email": {}})
         if not args.skip_inprocess:
             rows += run_inprocess(args.messages, args.alert_source, config_dir)
         if not args.skip_e2e:
