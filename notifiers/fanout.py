@@ -252,6 +252,8 @@ class Progress:
         eta = self.eta(now)
         if self.notice != "pre_outage" or self.starts_at is None or eta is None or self.pending <= 0:
             return None
+        if now >= self.starts_at - PRE_NOTICE_LEAD_S:
+            return None  # announced too late already: no fan-out speed can help; the engine's R19.1 violation says so
         if eta <= 0:
             return None
         late = now + eta - (self.starts_at - PRE_NOTICE_LEAD_S)

@@ -204,3 +204,11 @@ def test_a_delivery_in_doubt_then_settled_counts_once_under_its_final_outcome() 
     assert p.outcome("d1", "sent", "A1")  # settled (confirmed, or sent again)
     assert p.counts["in_doubt"] == 0 and p.counts["sent"] == 1 and p.done == 1 and "A1" in p.reached
     assert not p.outcome("d1", "sent", "A1")
+
+
+def test_no_eta_alert_for_a_notice_whose_48_hours_had_passed_when_it_came() -> None:
+    """The engine raises R19.1 for the late announcement; the fan-out's speed cannot change it."""
+    p = fo.Progress("a1", "runda", "pre_outage", starts_at=1_000_000.0 + 3600, started=1_000_000.0,
+                    households=10, jobs=10, expanded=True)  # fmt: skip
+    p.outcome("d1", "sent", "A1")
+    assert p.eta(1_000_010.0) is not None and p.late_by(1_000_010.0) is None
