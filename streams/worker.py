@@ -42,7 +42,6 @@ from waterwatch.metrics import WorkerMetrics, serve_metrics
 from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
 
 log = logging.getLogger("waterwatch.worker")
-_DIAG = os.environ.get("WATERWATCH_DIAG") == "1"  # TEMPORARY
 
 APP_ID = "waterwatch-worker"
 TABLE = "matters"
@@ -116,8 +115,10 @@ def config_tag(config: Config) -> str:
     """A short fingerprint of what a matter's next due instant depends on: the config files, the time scale
     and the engine's code.  Stored in each state's header (``streams.processor.encode_state``); a state
     written under another tag is decoded and its due recomputed when the index is rebuilt."""
-    from waterwatch.core import engine
+    import waterwatch.core
 
+    # the source, not engine.__file__: compiled (mypyc), that is a stub extension that does not change with the code
+    engine_source = Path(waterwatch.core.__file__).parent / "engine.py"
     h = hashlib.sha1()
     for name in ("policy.yaml", "units.yaml", "calendar.yaml"):
         try:
@@ -126,7 +127,7 @@ def config_tag(config: Config) -> str:
             h.update(b"-")
     h.update(repr(config.policy.time_scale).encode())
     try:
-        h.update(Path(engine.__file__).read_bytes())
+        h.update(engine_source.read_bytes())
     except OSError:
         h.update(__version__.encode())
     return h.hexdigest()[:10]
@@ -229,19 +230,7 @@ class Worker:
             # and dead letters are sent and acknowledged together, then the states are written and the
             # records acked.  Acks are ours: Faust commits an offset only after its record is acked.
             stream.enable_acks = False
-            queue = getattr(stream.channel, "queue", None)
-            more = queue.qsize if queue is not None else (lambda: 0)
-            batch: list[Any] = []
-            async for event in stream.events():
-                batch.append(event)
-                if more() > 0 and len(batch) < s.batch_max:
-                    continue  # more is already waiting: take it into this batch
-                try:
-                    await worker._process_batch(batch)
-                finally:
-                    done, batch = batch, []
-                for ev in done:
-                    await stream.ack(ev)
+            await worker._consume(stream)
 
         @app.timer(interval=s.timer_interval, on_leader=False)
         async def tick() -> None:
@@ -331,6 +320,50 @@ class Worker:
             total += max(0, high - 1 - last)
         self.metrics.consumer_lag_messages(self.settings.events_topic, total)
 
+    async def _consume(self, stream: Any) -> None:
+        """The agent's loop: a reader task takes records off the stream into a buffer; this loop processes the
+        buffer in batches (up to ``batch_max``) and acks each batch's records after it.
+
+        No record the stream has handed out ever waits for another one to arrive.  Faust waits, before it gives
+        partitions up (a rebalance) or stops, until every record handed out is acked, and it empties the agent's
+        queue at that moment; a batch held "because more was queued" (the former loop: ``qsize() > 0``, then
+        wait for the next record) was then never completed, and the worker hung until it was killed.  Here the
+        reader hands every record over at once and the batch loop processes whatever it has without waiting.
+        """
+        limit = self.settings.batch_max
+        buf: list[Any] = []
+        arrived = asyncio.Event()  # buf got a record, or the reader ended
+        room = asyncio.Event()  # buf has fewer than ``limit`` records
+        room.set()
+
+        async def read() -> None:
+            async for event in stream.events():
+                buf.append(event)
+                arrived.set()
+                if len(buf) >= limit:
+                    room.clear()
+                    await room.wait()
+
+        reader = asyncio.ensure_future(read())
+        reader.add_done_callback(lambda _: arrived.set())
+        try:
+            while True:
+                if not buf:
+                    if reader.done():
+                        reader.result()  # what ended the stream, if it raised
+                        return
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                batch = buf[:limit]
+                del buf[:limit]
+                room.set()
+                await self._process_batch(batch)
+                for ev in batch:
+                    await stream.ack(ev)
+        finally:
+            reader.cancel()
+
     async def _process_batch(self, batch: list[Any]) -> None:
         """Process records in order; send every alert and dead letter and await their acks; then write states.
 
@@ -360,9 +393,6 @@ class Worker:
             now = s.now()
             _as_current(event)
             results: list[tuple[bytes | None, Result, bool]]
-            if _DIAG:
-                log.info("DIAG proc %s[%d]@%d key=%s gen=%s app=%s", msg.topic.rsplit(".", 1)[-1], msg.partition,
-                         msg.offset, key, msg.generation_id, self.app.consumer_generation_id)
             if msg.topic == events_topic:
                 counters["events"] += 1
                 metrics.event("event")
@@ -381,10 +411,7 @@ class Worker:
                 if msg.partition in self._catchup:
                     continue  # the tick sends another once the partition's backlog of events is processed
                 self._check_sent.pop(msg.partition, None)
-                popped = self.index.pop_due_in(msg.partition, now, s.check_limit)
-                if _DIAG:
-                    log.info("DIAG check pops %s", popped)
-                for matter_id, _due in popped:
+                for matter_id, _due in self.index.pop_due_in(msg.partition, now, s.check_limit):
                     mkey = matter_id.encode()
                     results.append((mkey, processor.on_check(mkey, stored(mkey), now=now), True))
             for k, result, timer in results:
@@ -401,8 +428,6 @@ class Worker:
         for k, (ev, state) in written.items():
             _as_current(ev)
             matters[k] = state
-            if _DIAG:
-                log.info("DIAG write %s p=%d head=%s", k, ev.message.partition, state[:20])
         index = self.index
         touched = self._touched
         for result, partition, now, timer in done:
@@ -515,8 +540,6 @@ class Worker:
                     if due is not None:
                         entries.append((matter_id, due))
                 self.index.load(partition, entries, skip=touched)
-                if _DIAG:
-                    log.info("DIAG rebuild p=%d %s skip=%s", partition, entries, touched)
         finally:
             self._touched = None
         took = time.monotonic() - started

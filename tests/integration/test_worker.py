@@ -470,7 +470,15 @@ def takeover_round(pool: WorkerPool, producer: Producer, prefix: str, tag: str) 
     w2.start().wait_ready()
     p2 = w2.wait_assigned(lambda ps: 0 < len(ps) < 8)
     w1.wait_assigned(lambda ps: sorted(ps + p2) == ALL_PARTITIONS)
-    stopper = threading.Thread(target=w1.stop, daemon=True)
+    stop_failed: list[BaseException] = []
+
+    def stop_w1() -> None:
+        try:
+            w1.stop()
+        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+            stop_failed.append(exc)
+
+    stopper = threading.Thread(target=stop_w1, daemon=True)
     stopper.start()  # SIGTERM while events keep coming
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
@@ -483,6 +491,9 @@ def takeover_round(pool: WorkerPool, producer: Producer, prefix: str, tag: str) 
             break
         time.sleep(0.03)
     stopper.join(timeout=40)
+    assert not stopper.is_alive() and not stop_failed and w1.returncode == 0, (
+        f"round {tag}: the stopped worker did not exit cleanly: {stop_failed} rc={w1.returncode}\n{pool.logs()}"
+    )
     reader = TopicReader(pool.bootstrap, f"{prefix}.{tag}.alerts")
     try:
         wanted = {str(e["subject"]) for e in events}
