@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synth import city_year
 
+from waterwatch.core import native_status
 from waterwatch.core.config import load_config
 from waterwatch.core.replay import Replayer, gc_paused
 from waterwatch.events import parse_event
@@ -83,6 +84,7 @@ def main() -> None:
         ("load average 1/5/15 min", " ".join(f"{x:.2f}" for x in load)),
         ("peak RSS before core (MB)", f"{rss_before:,.0f}"),
         ("peak RSS (MB)", f"{peak_rss_mb():,.0f}"),
+        ("core", native_status()),
         ("python", platform.python_version()),
         ("machine", f"{platform.machine()}, {platform.processor() or 'cpu'}"),
     ]

@@ -52,7 +52,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
@@ -116,6 +116,7 @@ _YEAR_RE = re.compile(r"^\d{4}$")
 _PKG_YEARS: frozenset[int] = frozenset(d.year for d in chinese_calendar.holidays)
 _PKG_FIRST_YEAR: int = min(_PKG_YEARS)
 _PKG_LAST_YEAR: int = max(_PKG_YEARS)
+_C = TypeVar("_C")
 _ZH_NAMES: dict[str, str] = {str(h.value): str(h.chinese) for h in chinese_calendar.Holiday}
 
 
@@ -132,6 +133,12 @@ class MissingHolidayData:
     """The first date of that year the calendar was asked about."""
 
 
+def _python_class(cls: type[_C]) -> type[_C]:
+    """No-op at run time; a class decorator mypyc does not know, so that it keeps the class a Python class."""
+    return cls
+
+
+@_python_class  # mypyc compiles no subclass of RuntimeError
 class CalendarError(RuntimeError):
     """The calendar cannot answer (e.g. no working time for years on end)."""
 

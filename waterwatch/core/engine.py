@@ -172,6 +172,34 @@ class Clock:
     # version changes (Engine._find_next fills it).
     nxt: tuple[int, Stage] | tuple[None, None] | None = field(default=None, repr=False, compare=False)
 
+    # Written out (dataclass keeps a class's own __init__): compiled by mypyc, it sets the fields natively;
+    # the one dataclass generates would run as interpreted Python (docs/decisions/0008-core-throughput.md).
+    def __init__(
+        self, name: str, rule: str, start: int, due: int | None, limit: int, counts: str = "wall",
+        version: int = 1, fired: int = 0, armed_at: int = 0, original_due: int | None = None,
+        stopped: int | None = None, outcome: str | None = None, unit: str | None = None,
+        extensions: list[tuple[int, int]] | None = None, kind: str = "deadline",
+        sched: tuple[tuple[int, int, Stage], ...] | None = None,
+        nxt: tuple[int, Stage] | tuple[None, None] | None = None,
+    ) -> None:
+        self.name = name
+        self.rule = rule
+        self.start = start
+        self.due = due
+        self.limit = limit
+        self.counts = counts
+        self.version = version
+        self.fired = fired
+        self.armed_at = armed_at
+        self.original_due = original_due
+        self.stopped = stopped
+        self.outcome = outcome
+        self.unit = unit
+        self.extensions = [] if extensions is None else extensions
+        self.kind = kind
+        self.sched = sched
+        self.nxt = nxt
+
     def copy(self) -> Clock:
         return Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
                      self.version, self.fired, self.armed_at, self.original_due, self.stopped,
@@ -237,6 +265,29 @@ class MatterState:
     # Derived, not serialized: the earliest due stage, valid while next_known is True.
     next_at: int | None = field(default=None, repr=False, compare=False)
     next_known: bool = field(default=False, repr=False, compare=False)
+
+    # written out for mypyc, as Clock.__init__
+    def __init__(
+        self, matter_id: str, kind: str, status: str, created: int, last_time: int, unit: str | None = None,
+        clocks: dict[str, Clock] | None = None, attrs: dict[str, Any] | None = None,
+        seen: list[str] | None = None, history: list[tuple[int, str]] | None = None,
+        outcomes: list[Outcome] | None = None, outcomes_total: int = 0, next_at: int | None = None,
+        next_known: bool = False,
+    ) -> None:
+        self.matter_id = matter_id
+        self.kind = kind
+        self.status = status
+        self.created = created
+        self.last_time = last_time
+        self.unit = unit
+        self.clocks = {} if clocks is None else clocks
+        self.attrs = {} if attrs is None else attrs
+        self.seen = [] if seen is None else seen
+        self.history = [] if history is None else history
+        self.outcomes = [] if outcomes is None else outcomes
+        self.outcomes_total = outcomes_total
+        self.next_at = next_at
+        self.next_known = next_known
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -426,9 +477,63 @@ def _frozen_builder(cls: type[Any]) -> Callable[..., Any]:
     return build
 
 
-_new_alert: Callable[..., Alert] = _frozen_builder(Alert)
+# When this module is compiled by mypyc, Alert and Outcome are native classes: no __slots__, no __class__
+# assignment, and a frozen dataclass's __init__ runs as interpreted Python.  Compiled code may store into
+# their fields directly (mypy's read-only check is silenced, the frozen __setattr__ is bypassed), so the
+# builders below are just that; _frozen_builder serves the pure-Python module.
+
+
+def _native_alert(
+    alert_id: str, matter_id: str, matter_kind: str, rule: str, clock: str, level: Level, stage: str,
+    due_at: int | None, fired_at: int, late_by: int | None, unit: str | None, notify: tuple[str, ...],
+    notice: str | None, tz: ZoneInfo, attrs: Mapping[str, Any], clock_info: tuple[int, int, str, int | None] | None,
+    extra: Mapping[str, Any] | None, text: str | None, rule_what: str,
+) -> Alert:
+    o = Alert.__new__(Alert)
+    o.alert_id = alert_id  # type: ignore[misc]
+    o.matter_id = matter_id  # type: ignore[misc]
+    o.matter_kind = matter_kind  # type: ignore[misc]
+    o.rule = rule  # type: ignore[misc]
+    o.clock = clock  # type: ignore[misc]
+    o.level = level  # type: ignore[misc]
+    o.stage = stage  # type: ignore[misc]
+    o.due_at = due_at  # type: ignore[misc]
+    o.fired_at = fired_at  # type: ignore[misc]
+    o.late_by = late_by  # type: ignore[misc]
+    o.unit = unit  # type: ignore[misc]
+    o.notify = notify  # type: ignore[misc]
+    o.notice = notice  # type: ignore[misc]
+    o.tz = tz  # type: ignore[misc]
+    o.attrs = attrs  # type: ignore[misc]
+    o.clock_info = clock_info  # type: ignore[misc]
+    o.extra = extra  # type: ignore[misc]
+    o.text = text  # type: ignore[misc]
+    o.rule_what = rule_what  # type: ignore[misc]
+    return o
+
+
+def _native_outcome(
+    rule: str, clock: str, unit: str | None, start: int, due: int, original_due: int | None, stopped: int,
+    met: bool, extensions: int,
+) -> Outcome:
+    o = Outcome.__new__(Outcome)
+    o.rule = rule  # type: ignore[misc]
+    o.clock = clock  # type: ignore[misc]
+    o.unit = unit  # type: ignore[misc]
+    o.start = start  # type: ignore[misc]
+    o.due = due  # type: ignore[misc]
+    o.original_due = original_due  # type: ignore[misc]
+    o.stopped = stopped  # type: ignore[misc]
+    o.met = met  # type: ignore[misc]
+    o.extensions = extensions  # type: ignore[misc]
+    return o
+
+
+COMPILED = not hasattr(Alert, "__slots__")
+"""Is this module compiled by mypyc (see waterwatch.core.native_status)?"""
+_new_alert: Callable[..., Alert] = _native_alert if COMPILED else _frozen_builder(Alert)
 """``Alert(*fields)``, fast (see :func:`_frozen_builder`)."""
-_new_outcome: Callable[..., Outcome] = _frozen_builder(Outcome)
+_new_outcome: Callable[..., Outcome] = _native_outcome if COMPILED else _frozen_builder(Outcome)
 """``Outcome(*fields)``, fast (see :func:`_frozen_builder`)."""
 
 
@@ -461,27 +566,31 @@ class _IsoFormat:
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
-        self._hours: dict[int, tuple[int, str] | None] = {}
+        self._hours: dict[int, tuple[int, str]] = {}
         self._days: dict[int, str] = {}
 
     def __call__(self, ts: int) -> str:
+        return self.format(ts)
+
+    def format(self, ts: int) -> str:
         hour = ts // 3600
-        entry = self._hours.get(hour, _UNKNOWN_HOUR)
-        if entry is _UNKNOWN_HOUR:
-            entry = self._hour(hour)
+        entry = self._hours.get(hour)
         if entry is None:
-            return datetime.fromtimestamp(ts, self.tz).isoformat()
+            entry = self._hour(hour)
         offset, suffix = entry
+        if not suffix:  # the UTC offset changes within this hour
+            return datetime.fromtimestamp(ts, self.tz).isoformat()
         day, sod = divmod(ts + offset, 86400)
         ds = self._days.get(day)
         if ds is None:
-            ds = self._days[day] = date.fromordinal(day + _EPOCH_ORDINAL).isoformat()
-        return f"{ds}T{sod // 3600:02d}:{sod // 60 % 60:02d}:{sod % 60:02d}{suffix}"
+            ds = self._days[day] = date.fromordinal(day + _EPOCH_ORDINAL).isoformat() + "T"
+        return ds + _TWO_DIGITS[sod // 3600] + ":" + _TWO_DIGITS[sod // 60 % 60] + ":" + _TWO_DIGITS[sod % 60] + suffix
 
-    def _hour(self, hour: int) -> tuple[int, str] | None:
+    def _hour(self, hour: int) -> tuple[int, str]:
+        """``(UTC offset in seconds, ISO suffix)`` of a UTC hour; ``(0, "")`` if the offset changes within it."""
         first = datetime.fromtimestamp(hour * 3600, self.tz)
         offset = first.utcoffset()
-        entry: tuple[int, str] | None = None
+        entry = (0, "")
         if offset is not None and offset == datetime.fromtimestamp(hour * 3600 + 3599, self.tz).utcoffset():
             entry = (offset.days * 86400 + offset.seconds, first.isoformat()[19:])
         if len(self._hours) >= 100_000:
@@ -492,7 +601,7 @@ class _IsoFormat:
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_UNKNOWN_HOUR = (0, "")
+_TWO_DIGITS = tuple(f"{i:02d}" for i in range(60))
 _ISO_FORMATS: dict[ZoneInfo, _IsoFormat] = {}
 
 
@@ -504,7 +613,7 @@ def _iso(ts: int | None, tz: ZoneInfo) -> str | None:
     fmt = _ISO_FORMATS.get(tz)
     if fmt is None:
         fmt = _ISO_FORMATS[tz] = _IsoFormat(tz)
-    return fmt(ts)
+    return fmt.format(ts)  # a direct (native) call when compiled
 
 
 def _ts(dt: datetime) -> int:
@@ -520,6 +629,8 @@ class Engine:
     def __init__(self, policy: Policy, units: UnitsDirectory, calendar: BusinessCalendar) -> None:
         self.policy = policy
         self.units = units
+        # ``unit in units`` without UnitsDirectory.__contains__ (a Python call): the very same mapping
+        self._unit_ids: Mapping[str, Any] = units.units if type(units) is UnitsDirectory else units
         self.calendar = calendar
         self.tz = ZoneInfo(policy.timezone)
         self._handlers: dict[str, Callable[[MatterState, Any, int], list[Alert]]] = {
@@ -561,6 +672,7 @@ class Engine:
         self._rule_what = {rid: r.what for rid, r in policy.rules.items()}
         self._notify_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._offset_cache: dict[tuple[str, int], tuple[tuple[int, int, Stage], ...]] = {}
+        self._peak_cache: dict[int, tuple[tuple[float, float], ...]] = {}
         self._by_category: dict[str, list[Rule]] = {}
         self._by_tier: dict[str, list[Rule]] = {}
         for r in policy.rules.values():
@@ -617,7 +729,11 @@ class Engine:
                         "(no creating event seen)",
                     )
                 created = MatterState(event.subject, _KIND_OF[etype], "open", t, t)
-                alerts = creator(created, event.data, t)  # a rejection leaves ``state`` None
+                # a rejection leaves ``state`` None
+                if etype == "ticket.created":
+                    alerts = self._ticket_created(created, event.data, t)
+                else:
+                    alerts = creator(created, event.data, t)
                 state = created
             else:
                 if etype in CREATING_TYPES:
@@ -643,7 +759,7 @@ class Engine:
                 # Handlers validate everything before they change anything, so a
                 # rejection leaves the state as the advance left it.
                 state.next_known = False
-                alerts = self._handlers[etype](state, event.data, t)
+                alerts = self._handle(etype, state, event.data, t)
                 if pre:
                     alerts = pre + alerts
             # What the event made due before its own time (an overdue set in the past).  Stages at
@@ -662,6 +778,20 @@ class Engine:
             del seen[0]
         state.history.append((t, etype))
         return state, alerts, None
+
+    def _handle(self, etype: str, s: MatterState, d: Any, t: int) -> list[Alert]:
+        """``self._handlers[etype](s, d, t)``, the five commonest types as direct calls (native when compiled)."""
+        if etype == "ticket.accepted":
+            return self._ticket_accepted(s, d, t)
+        if etype == "ticket.responded":
+            return self._ticket_responded(s, d, t)
+        if etype == "ticket.resolved":
+            return self._ticket_resolved(s, d, t)
+        if etype == "ticket.closed":
+            return self._ticket_closed(s, d, t)
+        if etype == "ticket.dispatched":
+            return self._ticket_dispatched(s, d, t)
+        return self._handlers[etype](s, d, t)
 
     def advance(
         self, state: MatterState, until: datetime | int, now: datetime | int | None = None, *,
@@ -1026,7 +1156,7 @@ class Engine:
     # ============================================================ creation
 
     def _unit(self, unit: str | None) -> str | None:
-        if unit is not None and unit not in self.units:
+        if unit is not None and unit not in self._unit_ids:
             raise _Reject("unknown_unit", f"unit: unknown unit {unit!r} (not in the units directory)")
         return unit
 
@@ -1396,25 +1526,38 @@ class Engine:
         at = self._next_peak(after)
         self._start_clock(s, "peak", self.policy.rules["R22"], after, due=at, kind="recurring", armed_at=after)
 
+    def _peaks_of(self, t: int) -> tuple[int, tuple[tuple[float, float], ...]]:
+        """The local date ordinal of ``t`` and that date's peak periods as ``(start, end)`` timestamps (cached)."""
+        o = datetime.fromtimestamp(t, self.tz).toordinal()
+        return o, self._peaks_on(o)
+
+    def _peaks_on(self, o: int) -> tuple[tuple[float, float], ...]:
+        """The peak periods of local date ordinal ``o`` as ``(start, end)`` timestamps (cached per date)."""
+        cached = self._peak_cache.get(o)
+        if cached is None:
+            d = date.fromordinal(o)
+            cached = tuple((datetime.combine(d, a, self.tz).timestamp(), datetime.combine(d, b, self.tz).timestamp())
+                           for a, b in self.policy.peak_hours)  # fmt: skip
+            if len(self._peak_cache) >= 10_000:
+                self._peak_cache.clear()
+            self._peak_cache[o] = cached
+        return cached
+
     def _next_peak(self, t: int) -> int:
         """The first instant ≥ t inside a peak period."""
-        local = datetime.fromtimestamp(t, self.tz)
+        o, peaks = self._peaks_of(t)
         for day in range(0, 3):
-            d = (local + timedelta(days=day)).date()
-            for a, b in self.policy.peak_hours:
-                pa = datetime.combine(d, a, self.tz)
-                pb = datetime.combine(d, b, self.tz)
-                if pb.timestamp() > t:
-                    return max(t, _ts(pa))
+            if day:
+                peaks = self._peaks_on(o + day)
+            for pa, pb in peaks:
+                if pb > t:
+                    return max(t, int(pa // 1))
         raise AssertionError("no peak period within three days")  # pragma: no cover
 
     def _peak_end(self, t: int) -> int:
-        local = datetime.fromtimestamp(t, self.tz)
-        for a, b in self.policy.peak_hours:
-            pa = datetime.combine(local.date(), a, self.tz)
-            pb = datetime.combine(local.date(), b, self.tz)
-            if pa.timestamp() <= t < pb.timestamp():
-                return _ts(pb)
+        for pa, pb in self._peaks_of(t)[1]:
+            if pa <= t < pb:
+                return int(pb // 1)
         return t + 1
 
     def _outage_emergency(self, s: MatterState, d: OutageEmergencyData, t: int) -> list[Alert]:

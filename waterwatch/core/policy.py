@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from waterwatch.codes import Category, HotlineTier, OutageKind, Urgency
+from waterwatch.core import errors as _errors
 from waterwatch.core.errors import ConfigError
 from waterwatch.core.yamlconf import line_of, load_yaml
 from waterwatch.events import INPUT_TYPES
@@ -472,7 +473,9 @@ def _check_coverage(rd: _Reader, raw: Any, rules: Mapping[str, Rule]) -> None:
             seen[key] = r.id
 
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+# errors.py's path, not this module's: when this module is compiled (mypyc), its ``__file__`` may not be
+# where the package is (docs/decisions/0008-core-throughput.md)
+DEFAULT_CONFIG_DIR = Path(_errors.__file__).resolve().parents[2] / "config"
 
 
 def default_policy_path(config_dir: Path | None = None) -> Path:
