@@ -384,25 +384,10 @@ def run_inprocess(n: int, source: str, config_dir: Path) -> list[tuple[str, str]
 
 
 def _flush_probe(topic: str, n: int) -> list[float]:
-    from worker_common import bootstrap
+    """The broker's send+flush round trip for a delivery-intent-sized record (1.5 KB)."""
+    from bench_worker_throughput import flush_probe
 
-    async def go() -> list[float]:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all")
-        await asyncio.wait_for(producer.start(), 30)
-        out = []
-        try:
-            for i in range(n):
-                t = time.perf_counter()
-                await producer.send(topic, value=b"x" * 1500, key=str(i).encode())
-                await asyncio.wait_for(producer.flush(), 30)
-                out.append(time.perf_counter() - t)
-        finally:
-            await asyncio.wait_for(producer.stop(), 30)
-        return out
-
-    return asyncio.run(go())
+    return asyncio.run(flush_probe(topic, n, size=1500))
 
 
 def _sms_delivery_id(r: Any) -> str | None:

@@ -86,8 +86,8 @@ async def raw_loop(src: str, dst: str, group: str, n: int, timeout: float) -> tu
         await asyncio.wait_for(producer.stop(), 30)
 
 
-async def flush_probe(topic: str, n: int = 500) -> list[float]:
-    """Seconds per (send one 1 KB record + flush), acks=all, like the worker's per-alert flush."""
+async def flush_probe(topic: str, n: int = 500, size: int = 1000) -> list[float]:
+    """Seconds per (send one ``size``-byte record + flush), acks=all, like the worker's per-alert flush."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all")
@@ -96,7 +96,7 @@ async def flush_probe(topic: str, n: int = 500) -> list[float]:
     try:
         for i in range(n):
             t = time.perf_counter()
-            await producer.send(topic, value=b"x" * 1000, key=str(i).encode())
+            await producer.send(topic, value=b"x" * size, key=str(i).encode())
             await asyncio.wait_for(producer.flush(), 30)
             out.append(time.perf_counter() - t)
     finally:

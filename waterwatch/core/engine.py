@@ -898,18 +898,7 @@ class Engine:
         skip_passed = clock.version > 1 and clock.kind == "deadline"
         while fired < n:
             value, mode, proto = tmpl[fired]
-            if mode == _ABSOLUTE:
-                at = proto.at
-            else:
-                due = clock.due
-                assert due is not None
-                if mode == _AT_DUE:
-                    at = due
-                else:
-                    at = self.calendar.add_working_ts(clock.start, value) if clock.counts == "working" \
-                        else clock.start + value
-                    if mode == _AFTER_DUE and at <= due:
-                        at = due + 1
+            at = self._entry_at(clock, value, mode, proto)
             if skip_passed and at <= clock.armed_at and proto.level in _SKIPPABLE:
                 fired += 1  # passed before this deadline version existed: skip, never late
                 continue
@@ -921,21 +910,25 @@ class Engine:
         clock.nxt = _NO_NEXT
         return _NO_NEXT
 
+    def _entry_at(self, clock: Clock, value: int, mode: int, proto: Stage) -> int:
+        """The instant of one template entry of a clock (epoch seconds)."""
+        if mode == _ABSOLUTE:
+            return proto.at
+        due = clock.due
+        assert due is not None
+        if mode == _AT_DUE:
+            return due
+        at = self.calendar.add_working_ts(clock.start, value) if clock.counts == "working" else clock.start + value
+        if mode == _AFTER_DUE and at <= due:
+            at = due + 1
+        return at
+
     def _stage_at(self, clock: Clock, entry: tuple[int, int, Stage]) -> Stage:
         """Resolve one template entry of a clock to a stage with its instant."""
         value, mode, proto = entry
         if mode == _ABSOLUTE:
             return proto
-        due = clock.due
-        assert due is not None
-        if mode == _AT_DUE:
-            at = due
-        else:
-            at = self.calendar.add_working_ts(clock.start, value) if clock.counts == "working" \
-                else clock.start + value
-            if mode == _AFTER_DUE and at <= due:
-                at = due + 1
-        return Stage(at, proto.name, proto.level, proto.notify, proto.cites)
+        return Stage(self._entry_at(clock, value, mode, proto), proto.name, proto.level, proto.notify, proto.cites)
 
     def _fire(self, state: MatterState, clock: Clock, at: int, stage: Stage, now: int) -> list[Alert]:
         """Fire one stage (``stage`` is its prototype; ``at`` its instant for this clock)."""
