@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from types import BuiltinMethodType
 from typing import Any
@@ -53,6 +55,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, pass_con
 from jinja2.environment import TemplateModule
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 from markupsafe import Markup
 
 from waterwatch.codes import NoticeKind
@@ -98,6 +101,9 @@ SHARED_TEMPLATE = "_common.j2"
 
 HTML_MODE = "+html"
 """Suffix of a shared template's name when it is compiled in HTML (autoescape) mode."""
+
+LABEL_PREFIX = "label_"
+"""A shared template's macro ``label_X()`` is computed once per message (plain text) as the variable ``X_label``."""
 
 _LINE_JOIN = {"zh": "", "en": " "}
 """How the lines of a one-paragraph part (SMS, e-mail subject) are joined, per language."""
@@ -190,12 +196,17 @@ _CACHEABLE_TYPES = frozenset({str, Markup, dict, list, tuple, int, float, bool, 
 """Types whose attribute safety :meth:`_Environment.is_safe_attribute` remembers (their ABCs are fixed)."""
 
 
+_SUBSCRIPT, _ATTRIBUTE, _SANDBOX = object(), object(), object()
+"""How :meth:`_Environment.getattr` answers ``obj.name`` for a plain ``dict`` or ``str``."""
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandboxed, StrictUndefined; imports from an HTML template load shared files in HTML mode."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._safe_attributes: dict[tuple[type, str], bool] = {}
+        self._attribute_paths: dict[tuple[type, str], object] = {}
 
     timezone: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE)  # the filters show times here (not visible to templates)
 
@@ -219,12 +230,59 @@ class _Environment(ImmutableSandboxedEnvironment):
         if cls is Macro:  # as Context.call does: the caller's eval context decides the escaping
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
-            return __obj(__context.eval_ctx, *args, **kwargs)
+            arguments = _macro_arguments(__obj, args, kwargs)
+            if arguments is None:
+                return __obj(__context.eval_ctx, *args, **kwargs)
+            out = __obj._func(*arguments)
+            return Markup(out) if __context.eval_ctx.autoescape else out
         if cls is BuiltinMethodType:
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             return __obj(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` from a template; for a plain ``dict`` or ``str``, the sandbox's answer remembered.
+
+        The sandbox tries the attribute, catches the ``AttributeError`` and subscripts
+        (``area.description``), or checks the attribute it found (``names.get``,
+        ``stage.startswith``) with :meth:`is_safe_attribute` and ``wrap_str_format``.
+        A ``dict`` or ``str`` has no instance attributes and Jinja's checks depend on
+        the type and the name only, so the path is decided once per (type, name):
+        subscript, plain attribute, or the sandbox itself (an unsafe attribute such as
+        ``dict.update``, and ``str.format``, which the sandbox wraps).  A macro of a
+        module (``m.facts``) is returned as the sandbox would (a public name of a
+        module; a ``Macro`` is not a ``str.format`` method).  Any other object goes
+        through the sandbox.
+        """
+        cls = type(obj)
+        if cls is dict or cls is str:
+            path = self._attribute_paths.get((cls, attribute))
+            if path is None:
+                path = self._attribute_path(obj, attribute)
+            if path is _SUBSCRIPT:
+                try:
+                    return obj[attribute]
+                except (TypeError, LookupError):
+                    return self.undefined(obj=obj, name=attribute)
+            if path is _ATTRIBUTE:
+                return getattr(obj, attribute)
+        elif cls is TemplateModule and not attribute.startswith("_"):
+            value = obj.__dict__.get(attribute)
+            if type(value) is Macro:
+                return value
+        return super().getattr(obj, attribute)
+
+    def _attribute_path(self, obj: Any, attribute: str) -> object:
+        cls = type(obj)
+        if not hasattr(cls, attribute):
+            path = _SUBSCRIPT
+        else:
+            value = getattr(obj, attribute)
+            safe = self.wrap_str_format(value) is None and self.is_safe_attribute(obj, attribute, value)
+            path = _ATTRIBUTE if safe else _SANDBOX
+        self._attribute_paths[(cls, attribute)] = path
+        return path
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         """The sandbox's own decision, remembered per (type, attribute).
@@ -243,6 +301,29 @@ class _Environment(ImmutableSandboxedEnvironment):
         if safe is None:
             safe = self._safe_attributes[key] = super().is_safe_attribute(obj, attr, value)
         return safe
+
+
+def _macro_arguments(macro: Macro, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
+    """The arguments ``Macro.__call__`` would pass to the macro's function, for the plain case.
+
+    Plain: no ``caller``, no ``*varargs``/``**kwargs`` in the macro, no more positional
+    arguments than it takes, keywords only for its parameters after them.  Each
+    parameter not given is ``missing`` (the compiled macro applies its default), as
+    ``Macro.__call__`` does.  Anything else (``None``) goes through ``Macro.__call__``,
+    which also raises its errors.  Saves about half of a macro call's overhead; a
+    macro call is the commonest operation of a render.
+    """
+    if macro.caller or macro.catch_kwargs or macro.catch_varargs or macro._environment.is_async:
+        return None
+    given = len(args)
+    rest = macro.arguments[given:]
+    if given > macro._argument_count:
+        return None
+    if not kwargs:
+        return [*args, *([missing] * len(rest))]
+    if not kwargs.keys() <= set(rest):
+        return None
+    return [*args, *(kwargs.get(name, missing) for name in rest)]
 
 
 def make_environment(template_dir: Path, timezone: str = DEFAULT_TIMEZONE) -> _Environment:
@@ -275,7 +356,26 @@ def make_environment(template_dir: Path, timezone: str = DEFAULT_TIMEZONE) -> _E
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_PARSED: dict[tuple[str, ZoneInfo], datetime] = {}
+"""ISO strings already parsed by :func:`_to_dt`, per zone (a message shows the same few times several
+times; cleared when it grows past ``_PARSED_MAX``)."""
+_PARSED_MAX = 4096
+
+
 def _to_dt(value: Any, tz: ZoneInfo) -> datetime | None:
+    if type(value) is str and value:
+        key = (value, tz)
+        dt = _PARSED.get(key)
+        if dt is None:
+            dt = _parse_dt(value, tz)
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[key] = dt
+        return dt
+    return _parse_dt(value, tz)
+
+
+def _parse_dt(value: Any, tz: ZoneInfo) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -371,7 +471,12 @@ def format_duration_for(seconds: Any, lang: str) -> str:
     s = parse_compact_duration(seconds)
     if s is None:
         return ""
-    s = abs(s)
+    return _duration_text(abs(s), lang)
+
+
+@lru_cache(maxsize=4096)
+def _duration_text(s: int, lang: str) -> str:
+    """:func:`format_duration_for` of whole seconds ≥ 0 (remembered: alerts repeat the same few durations)."""
     if s >= 10 * 3600:
         s = round(s / 3600) * 3600
     elif s >= 3600:
@@ -582,6 +687,8 @@ class Renderer:
         )
         self.env = make_environment(self.template_dir, tz)
         self._names = {lang: _names(units, lang) for lang in LANGUAGES}
+        self._templates: dict[str, Any] = {}  # name → compiled template (the files are not reloaded)
+        self._local = threading.local()  # per thread: the variables and modules of :class:`_Shared`
 
     @classmethod
     def from_config(
@@ -605,35 +712,43 @@ class Renderer:
         parts: dict[str, str] = {}
         names: list[str] = []
         # One variables mapping for every part, globals included (each part's context
-        # then uses it as is instead of copying it); ``m`` per mode, made once per message.
-        variables: dict[str, Any] = {**self.env.globals, **view}
-        shared: dict[bool, Any] = {}
+        # reads it as is instead of copying it), and ``m`` built once per language and
+        # mode: see :class:`_Shared`.
+        shared = self._shared_state()
+        variables = shared.bind(self.env.globals, view)
+        labelled = False
         for fld, name in template_names(lang, channel, kind):
-            try:
-                template = self.env.get_template(name)
-            except TemplateNotFound as exc:
-                missing = exc.name if isinstance(exc.name, str) else name
-                raise MissingTemplate(name, f"template not found ({missing})") from None
-            html = is_html(name)
-            if html not in shared:
-                shared[html] = self._shared(lang, html).make_module(variables, shared=True)
-            variables["m"] = shared[html]
+            template = self._templates.get(name)
+            if template is None:
+                try:
+                    template = self._templates[name] = self.env.get_template(name)
+                except TemplateNotFound as exc:
+                    missing = exc.name if isinstance(exc.name, str) else name
+                    raise MissingTemplate(name, f"template not found ({missing})") from None
+            if not labelled:
+                shared.label(self._shared_template(lang, False))
+                labelled = True
+            variables["m"] = shared.module(self._shared_template(lang, is_html(name)))
             parts[fld] = _tidy(channel, fld, _render(template, variables), lang)
             names.append(name)
         return Rendered(kind=kind, channel=channel, language=lang, templates=tuple(names), **parts)
 
-    def _shared(self, lang: str, html: bool) -> Any:
-        """``{lang}/_common.j2`` (compiled in HTML mode for an HTML part): the macros every template sees as ``m``.
+    def _shared_state(self) -> _Shared:
+        state: _Shared | None = getattr(self._local, "shared", None)
+        if state is None:
+            state = self._local.shared = _Shared()
+        return state
 
-        Importing it in each part (``{% import … as m with context %}``) gave the same
-        module, built again for each of an e-mail's three parts; a template that still
-        imports it simply rebinds ``m``.
-        """
+    def _shared_template(self, lang: str, html: bool) -> Any:
+        """``{lang}/_common.j2`` (compiled in HTML mode for an HTML part): the macros every template sees as ``m``."""
         name = f"{lang}/{SHARED_TEMPLATE}" + (HTML_MODE if html else "")
-        try:
-            return self.env.get_template(name)
-        except TemplateNotFound:
-            raise MissingTemplate(name, "template not found") from None
+        template = self._templates.get(name)
+        if template is None:
+            try:
+                template = self._templates[name] = self.env.get_template(name)
+            except TemplateNotFound:
+                raise MissingTemplate(name, "template not found") from None
+        return template
 
     def view(self, alert_event: Mapping[str, Any], language: str | None = None) -> dict[str, Any]:
         """The variables a template sees for this alert (see templates/README.md)."""
@@ -707,6 +822,55 @@ class Renderer:
         if isinstance(sender, Mapping) and sender.get(lang):
             return str(sender[lang])
         return "聊城水务集团" if lang == "zh" else "Liaocheng Water Group"
+
+
+class _Shared:
+    """The variables of the message being rendered, and ``m``: one module per shared template.
+
+    Building ``_common.j2``'s module (its dictionaries and a ``Macro`` object per
+    macro) cost about a tenth of an e-mail, twice (text and HTML mode) per message.
+    Nothing in it depends on the message except through the names its macros look up
+    when *called*, and those are looked up in the mapping the module was built with
+    (Jinja's ``shared`` context keeps that mapping, uncopied, as the module's parent).
+    So each module is built once and kept, over one ``variables`` dict whose contents
+    :meth:`bind` replaces for every message.  A top-level ``{% set %}`` in the file
+    would be computed once for the first message and kept: per-message values are
+    ``label_X`` macros instead (:meth:`label`).  One instance per thread (the dict is
+    rebound per message), as :attr:`Renderer._local` keeps it.
+    """
+
+    __slots__ = ("modules", "variables")
+
+    def __init__(self) -> None:
+        self.variables: dict[str, Any] = {}
+        self.modules: dict[Any, Any] = {}
+
+    def bind(self, globals_: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
+        v = self.variables
+        v.clear()
+        v.update(globals_)
+        v.update(view)
+        return v
+
+    def module(self, template: Any) -> Any:
+        mod = self.modules.get(template)
+        if mod is None:
+            mod = self.modules[template] = template.make_module(self.variables, shared=True)
+        return mod
+
+    def label(self, template: Any) -> None:
+        """Bind ``X_label`` to the plain-text output of each ``label_X`` macro of ``template``'s module."""
+        mod = self.module(template)
+        labels = self.modules.get((template, "labels"))
+        if labels is None:
+            labels = self.modules[(template, "labels")] = tuple(
+                (f"{k[len(LABEL_PREFIX) :]}_label", v)
+                for k, v in sorted(vars(mod).items())
+                if k.startswith(LABEL_PREFIX) and isinstance(v, Macro)
+            )
+        v = self.variables
+        for key, macro in labels:
+            v[key] = macro()
 
 
 def _render(template: Any, variables: dict[str, Any]) -> str:

@@ -103,3 +103,26 @@ def test_the_record_round_trips_through_json() -> None:
                   at=NOW + 9, error="503")  # fmt: skip
     assert dv.Delivery.from_json(d.to_json()) == d
     assert dv.Delivery.from_json(d.to_json().replace(b'"status"', b'"unknown_field":1,"status"')) == d
+
+
+def test_the_stored_bytes_are_one_json_dump_of_all_fields_through_every_step() -> None:
+    """The alert is encoded once per delivery and the other fields around it: the bytes must be
+    exactly those of dumping every field at once, after every transition and a changed alert."""
+    import json
+    from dataclasses import fields, replace
+
+    def plain(d: dv.Delivery) -> bytes:
+        return json.dumps({f.name: getattr(d, f.name) for f in fields(d)}, ensure_ascii=False,
+                          separators=(",", ":")).encode()  # fmt: skip
+
+    alert = {"type": "alert.overdue", "id": "a2", "data": {"alert_id": "a2", "context": {"cause": '阀门"检修"'}}}
+    d = make(alert=alert, mentions=["13800000011"])
+    steps = [lambda x: dv.gate(x, NOW + 1, dv.Gates()), lambda x: dv.begin(x, NOW + 2),
+             lambda x: dv.succeeded(x, NOW + 3, "twilio", "SM1"), lambda x: replace(x, alert=ALERT),
+             lambda x: dv.receipt(x, NOW + 4, "delivered")]  # fmt: skip
+    for step in steps:
+        d = step(d)
+        assert d is not None and d.to_json() == plain(d)
+    assert json.loads(d.to_json())["alert"] == ALERT
+    with pytest.raises(TypeError, match="no field"):  # as dataclasses.replace refuses a name Delivery lacks
+        dv._at(d, NOW, no_such_field=1)

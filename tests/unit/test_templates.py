@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from typer.testing import CliRunner
@@ -35,7 +36,9 @@ from notifiers.templating import (
     Renderer,
     format_duration_for,
     format_local,
+    is_html,
     kind_of,
+    make_environment,
 )
 from waterwatch.cli import app as waterwatch_app
 from waterwatch.core.config import load_config
@@ -258,6 +261,9 @@ def test_templates_cannot_change_the_alert(tmp_path: Path, real_alerts: list[dic
         "{{ m.matter.__globals__ }}",  # a macro's internals
         "{{ m.matter._func.__code__ }}",
         "{{ '{0.__class__}'.format(kind) }}",  # str.format reaching an internal attribute
+        "{{ names.no_such_unit }}",  # a dict key that is not there: undefined, as before
+        "{{ kind.no_such_attribute }}",  # a str has no items either
+        "{{ names.pop('runda') }}",  # a mutating dict method found on the class
     ],
 )
 def test_the_fast_paths_of_the_sandbox_refuse_what_it_refuses(
@@ -272,6 +278,70 @@ def test_the_fast_paths_of_the_sandbox_refuse_what_it_refuses(
     for _ in range(2):
         with pytest.raises((SecurityError, UndefinedError)):
             r.render(overdue, "sms")
+
+
+MACRO_CALLS = """\
+{%- macro plain(a, b=2, c="c") -%}[{{ a }}|{{ b }}|{{ c }}]{%- endmacro -%}
+{%- macro html_bits(v) -%}<b>{{ v }}</b>{%- endmacro -%}
+{%- macro framed() -%}({{ caller() }}){%- endmacro -%}
+{%- macro many() -%}{{ varargs|join(",") }};{{ kwargs|dictsort|join(",") }}{%- endmacro -%}
+{{ plain(1) }}{{ plain(1, 3) }}{{ plain(1, c="x") }}{{ plain(a=4, b=5) }}{{ plain(1, 2, "z") }}
+{{ html_bits("<i>") }}{% call framed() %}inner{% endcall %}{{ many(1, 2, k=3) }}
+"""
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_macro_calls_on_the_fast_path_give_what_jinja_gives(tmp_path: Path, html: bool) -> None:
+    """Defaults, keywords, ``caller``, ``varargs``/``kwargs`` and escaping as ``Macro.__call__`` does them."""
+    name = "t.html.j2" if html else "t.txt.j2"
+
+    def both(source: str) -> tuple[Any, Any]:
+        (tmp_path / name).write_text(source, encoding="utf-8")
+        results = []
+        reference = SandboxedEnvironment(loader=FileSystemLoader(str(tmp_path)), undefined=StrictUndefined,
+                                         autoescape=is_html, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+        for env in (make_environment(tmp_path), reference):
+            try:
+                results.append(env.get_template(name).render())
+            except Exception as exc:
+                results.append((type(exc), str(exc)))
+        return results[0], results[1]
+
+    ours, reference = both(MACRO_CALLS)
+    assert ours == reference
+    assert isinstance(ours, str) and ("&lt;i&gt;" in ours) is html
+    first = MACRO_CALLS.split("\n")[0]
+    for bad in ("{{ plain() }}", "{{ plain(1, 2, 3, 4) }}", "{{ plain(1, d=4) }}", "{{ plain(1, 2, b=3) }}"):
+        ours, reference = both(first + bad)
+        assert ours == reference, bad
+
+
+def test_the_kept_macros_see_each_message_s_own_variables(config: Any, real_alerts: list[dict[str, Any]]) -> None:
+    """The shared modules are built once and kept: no value of one message may reach the next.
+
+    The same messages rendered in opposite orders by two renderers, and each
+    language's first ones by a renderer that renders nothing else, must be the same.
+    """
+    jobs = [(a, ch, lang) for lang in LANGUAGES for a in real_alerts[:60] for ch in CHANNELS]
+    forward = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+    backward = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+    ahead = [forward.render(*job) for job in jobs]
+    behind = [backward.render(*job) for job in reversed(jobs)][::-1]
+    assert ahead == behind
+    for i in (0, 1, len(jobs) // 2, len(jobs) // 2 + 1):
+        alone = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+        assert alone.render(*jobs[i]) == ahead[i]
+
+
+def test_renders_in_several_threads_do_not_mix(config: Any, real_alerts: list[dict[str, Any]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+    jobs = [(a, ch) for a in real_alerts[:60] for ch in CHANNELS]
+    expected = [r.render(a, ch) for a, ch in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda job: r.render(*job), jobs)) == expected
 
 
 def test_a_template_that_imports_the_shared_macros_itself_renders_the_same(
