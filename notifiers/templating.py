@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -635,6 +635,37 @@ def _masked(value: Any, key: str = "") -> Any:
     return value
 
 
+class _MaskedContext(Mapping[str, Any]):
+    """The view's ``context``: the alert's whole context, masked as :func:`_masked` masks it.
+
+    Masked when a template first reads it: none of the shipped templates does, and
+    masking every string of the context was a third of building the view.
+    """
+
+    __slots__ = ("_masked", "_raw")
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._raw = raw
+        self._masked: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._masked is None:
+            self._masked = _masked(dict(self._raw))
+        return self._masked
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
 def _seconds(iso: Any) -> float | None:
     if not iso:
         return None
@@ -710,14 +741,14 @@ class Renderer:
         kind = kind_of(alert_event)
         view = self.view(alert_event, lang)
         parts: dict[str, str] = {}
-        names: list[str] = []
         # One variables mapping for every part, globals included (each part's context
         # reads it as is instead of copying it), and ``m`` built once per language and
         # mode: see :class:`_Shared`.
         shared = self._shared_state()
         variables = shared.bind(self.env.globals, view)
         labelled = False
-        for fld, name in template_names(lang, channel, kind):
+        # plain-text parts first: the HTML part reuses what they kept in ``memo`` (see :class:`_Memo`)
+        for fld, name in sorted(template_names(lang, channel, kind), key=lambda part: is_html(part[1])):
             template = self._templates.get(name)
             if template is None:
                 try:
@@ -730,7 +761,7 @@ class Renderer:
                 labelled = True
             variables["m"] = shared.module(self._shared_template(lang, is_html(name)))
             parts[fld] = _tidy(channel, fld, _render(template, variables), lang)
-            names.append(name)
+        names = [name for _, name in template_names(lang, channel, kind)]
         return Rendered(kind=kind, channel=channel, language=lang, templates=tuple(names), **parts)
 
     def _shared_state(self) -> _Shared:
@@ -801,7 +832,7 @@ class Renderer:
             "ticket_channel": ctx.get("channel"),
             "area": _area(ctx.get("area")),
             "previous": None,
-            "context": _masked(dict(ctx)),
+            "context": _MaskedContext(ctx),
         }
         for key in VIEW_CONTEXT_FIELDS:
             value = ctx.get(key)
@@ -822,6 +853,42 @@ class Renderer:
         if isinstance(sender, Mapping) and sender.get(lang):
             return str(sender[lang])
         return "聊城水务集团" if lang == "zh" else "Liaocheng Water Group"
+
+
+class _Memo:
+    """``memo``: what a shared macro computed for one message, for the message's other parts.
+
+    ``memo.get(key) or memo.keep(key, items)``: the detail rows of an e-mail are the
+    same data in its text and its HTML part.  A list is kept only when it holds no
+    ``Markup``: computed in text mode, its values are plain text, which the HTML
+    part escapes when it prints them, giving what computing them again in HTML mode
+    gives (the shared macros print plain text only, see ``_common.j2``); computed in
+    HTML mode, it holds escaped macro output and is not kept.  The renderer renders
+    an e-mail's text part before its HTML part so that the HTML part finds it.
+    """
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        return self._kept.get(key)
+
+    def keep(self, key: Any, items: Any) -> Any:
+        if not _holds_markup(items):
+            self._kept[key] = items
+        return items
+
+
+def _holds_markup(value: Any) -> bool:
+    if isinstance(value, Markup):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_markup(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_holds_markup(v) for v in value.values())
+    return False
 
 
 class _Shared:
@@ -850,6 +917,7 @@ class _Shared:
         v.clear()
         v.update(globals_)
         v.update(view)
+        v["memo"] = _Memo()
         return v
 
     def module(self, template: Any) -> Any:

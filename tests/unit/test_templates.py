@@ -264,6 +264,7 @@ def test_templates_cannot_change_the_alert(tmp_path: Path, real_alerts: list[dic
         "{{ names.no_such_unit }}",  # a dict key that is not there: undefined, as before
         "{{ kind.no_such_attribute }}",  # a str has no items either
         "{{ names.pop('runda') }}",  # a mutating dict method found on the class
+        "{{ context._raw }}",  # the unmasked context behind the lazily masked one
     ],
 )
 def test_the_fast_paths_of_the_sandbox_refuse_what_it_refuses(
@@ -331,6 +332,31 @@ def test_the_kept_macros_see_each_message_s_own_variables(config: Any, real_aler
     for i in (0, 1, len(jobs) // 2, len(jobs) // 2 + 1):
         alone = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
         assert alone.render(*jobs[i]) == ahead[i]
+
+
+def test_an_e_mail_s_html_part_reuses_only_plain_text_rows(
+    tmp_path: Path, config: Any, real_alerts: list[dict[str, Any]]
+) -> None:
+    """``memo`` keeps rows computed in text mode (plain text, escaped by the HTML part when printed)
+    and never rows computed in HTML mode; an HTML part that finds nothing kept computes its own."""
+    from markupsafe import Markup
+
+    from notifiers.templating import _Memo
+
+    memo = _Memo()
+    assert memo.keep("a", [("x", "<b>"), None]) == [("x", "<b>"), None] and memo.get("a") == [("x", "<b>"), None]
+    assert memo.keep("b", [("x", Markup("&lt;b&gt;"))]) and memo.get("b") is None
+    tdir = _copy_templates(tmp_path)
+    for path in (tdir / "zh" / "email").glob("alert.*.txt.j2"):  # text parts without the rows
+        path.write_text("{{ m.gist() }}\n", encoding="utf-8")
+    alone = Renderer(tdir, units=config.units, policy=config.policy)
+    shared = Renderer(REPO_TEMPLATES, units=config.units, policy=config.policy)
+    alerts = [a for a in real_alerts if a["type"].startswith("alert.")]
+    hostile = dict(alerts[0], data={**alerts[0]["data"], "context": {**alerts[0]["data"].get("context", {}),
+                                                                     "summary": "<script>&amp;\"'"}})  # fmt: skip
+    for alert in [*alerts, hostile]:
+        assert alone.render(alert, "email").html == shared.render(alert, "email").html
+    assert "&lt;script&gt;&amp;amp;" in shared.render(hostile, "email").html
 
 
 def test_renders_in_several_threads_do_not_mix(config: Any, real_alerts: list[dict[str, Any]]) -> None:
