@@ -572,7 +572,7 @@ def start_py_spy(py_spy: str | None, pid: int, out: Path, seconds: float) -> sub
     if not py_spy:
         return None
     p = subprocess.Popen([py_spy, "record", "-p", str(pid), "-r", "250", "-d", str(max(1, int(seconds))),
-                          "-f", "raw", "-o", str(out), "--nonblocking"],
+                          "-f", "raw", "-o", str(out), "--nonblocking", "--threads"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pdeathsig)  # fmt: skip
     _LIVE.append(p)
     return p

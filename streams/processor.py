@@ -119,9 +119,13 @@ class Processor:
 
     def on_event(
         self, key: bytes | None, value: bytes | None, *, topic: str, partition: int | None,
-        offset: int | None, stored: bytes | None, now: float,
+        offset: int | None, stored: bytes | None, now: float, cached: MatterState | None = None,
     ) -> Result:  # fmt: skip
-        """One record of ``waterwatch.events``; never raises for any input."""
+        """One record of ``waterwatch.events``; never raises for any input.
+
+        ``cached``: the decoded form of the matter's stored state, used instead of decoding ``stored`` (the
+        worker keeps the states it wrote).  It may be changed in place: keep only ``Result.new_state``.
+        """
         raw = value if value is not None else b""
 
         def dead(error: str, reason: str, event_type: str | None = None, matter_id: str | None = None) -> Result:
@@ -145,7 +149,7 @@ class Processor:
             rec.matter_id = None
             return rec
         try:
-            state = decode_state(stored)
+            state = cached if cached is not None else decode_state(stored)
         except (ValueError, KeyError, TypeError) as exc:  # a corrupt stored state: never crash
             return dead("state_corrupt", f"stored state of {event.subject} unreadable: {exc}", event.type,
                         event.subject)  # fmt: skip
@@ -171,12 +175,16 @@ class Processor:
             result.decided = _decided(new_state, outcomes_before)
         return result
 
-    def on_check(self, key: bytes | None, stored: bytes | None, *, now: float) -> Result:
-        """A check command from the timer: fire whatever of this matter is due by ``now``."""
-        if stored is None or key is None:
+    def on_check(
+        self, key: bytes | None, stored: bytes | None, *, now: float, cached: MatterState | None = None
+    ) -> Result:
+        """A check command from the timer: fire whatever of this matter is due by ``now``.
+
+        ``cached``: as for :meth:`on_event`."""
+        if key is None or (stored is None and cached is None):
             return Result()
         try:
-            state = decode_state(stored)
+            state = cached if cached is not None else decode_state(stored)
         except (ValueError, KeyError, TypeError):
             return Result()
         assert state is not None

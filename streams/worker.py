@@ -38,6 +38,7 @@ from streams.deadlines import DeadlineIndex
 from streams.processor import Processor, Result, decode_state, encode_alert, encode_check, stored_next_due
 from waterwatch import __version__
 from waterwatch.core.config import Config
+from waterwatch.core.engine import Alert, MatterState
 from waterwatch.metrics import WorkerMetrics, serve_metrics
 from waterwatch.topics import ALERTS, CLOCK, DEADLETTER, EVENTS, TopicSpec
 
@@ -45,6 +46,17 @@ log = logging.getLogger("waterwatch.worker")
 
 APP_ID = "waterwatch-worker"
 TABLE = "matters"
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """A processed batch, until the writer has made it durable and acked its records."""
+
+    records: list[Any]
+    sends: list[Awaitable[Any]] = field(default_factory=list)  # alerts and dead letters sent
+    states: dict[bytes, tuple[Any, bytes]] = field(default_factory=dict)  # key -> (record, newest state)
+    alerts: list[Alert] = field(default_factory=list)
+    timer_alerts: list[Alert] = field(default_factory=list)  # fired by check commands (fire lag)
 
 
 @dataclass
@@ -59,6 +71,9 @@ class WorkerSettings:
     check_limit: int = 2000  # due matters one check command fires at most (the next tick sends another)
     check_resend: float = 1.0  # seconds before a partition's unanswered check command is sent again
     producer_linger: float = 0.005  # seconds the producer waits to batch records (changelog, alerts) per request
+    write_ahead: int = 2000  # records processed before the writer has made the earlier ones durable, at most
+    write_linger: float = 0.01  # seconds the writer waits for more batches to join a group (fewer requests)
+    state_cache: int = 10_000  # decoded states of recently changed matters kept (0: decode every stored state)
     rocksdb_block_cache_mb: int = 8
     rocksdb_write_buffer_mb: int = 4
     rocksdb_write_buffers: int = 2
@@ -167,6 +182,11 @@ class Worker:
         self.metrics.watch_calendar(config.calendar)
         self.metrics_port: int | None = None  # where /metrics is served (run_worker binds it); None: not served
         self._last_offset: dict[int, int] = {}  # events partition -> last offset processed
+        # matter key -> (batch, state) of states processed and not yet written (changelog, RocksDB) by the writer
+        self._unwritten: dict[bytes, tuple[_Batch, bytes]] = {}
+        # matter key -> the decoded form of its stored state (the newest this worker wrote), least recent first;
+        # only the owner of a partition writes its matters, so it stays valid until the partition is revoked
+        self._state_cache: dict[bytes, MatterState] = {}
         self.app = self._build()
 
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -288,6 +308,10 @@ class Worker:
                 worker._check_sent.pop(p_, None)
                 worker._catchup.pop(p_, None)
             worker.metrics.drop_partitions(parts)
+            worker._state_cache.clear()  # another worker may change these matters now
+            for k_, (b_, _st) in list(worker._unwritten.items()):  # (none: Faust waited for every ack)
+                if b_.states[k_][0].message.partition in parts:
+                    del worker._unwritten[k_]
             for p_ in parts:
                 worker._last_offset.pop(p_, None)
             worker._set_state("rebalancing", f"{len(parts)} partition(s) revoked, {dropped} deadlines dropped")
@@ -322,19 +346,33 @@ class Worker:
 
     async def _consume(self, stream: Any) -> None:
         """The agent's loop: a reader task takes records off the stream into a buffer; this loop processes the
-        buffer in batches (up to ``batch_max``) and acks each batch's records after it.
+        buffer in batches (up to ``batch_max``) and hands each processed batch to a writer task, which makes
+        it durable (alerts acknowledged, then states written) and acks its records.
 
         No record the stream has handed out ever waits for another one to arrive.  Faust waits, before it gives
         partitions up (a rebalance) or stops, until every record handed out is acked, and it empties the agent's
         queue at that moment; a batch held "because more was queued" (the former loop: ``qsize() > 0``, then
         wait for the next record) was then never completed, and the worker hung until it was killed.  Here the
-        reader hands every record over at once and the batch loop processes whatever it has without waiting.
+        reader hands every record over at once, the batch loop processes whatever it has without waiting, and
+        the writer completes every batch handed to it on its own.
+
+        The writer works on all the batches waiting for it at once (a group commit): one wait for all their
+        alerts, one changelog write per changed matter, one RocksDB write batch per partition.  Meanwhile the
+        loop processes the next records, reading states not yet written from ``self._unwritten``; it stops
+        for the writer when ``write_ahead`` records are processed but not yet written.
         """
         limit = self.settings.batch_max
+        ahead_max = max(limit, self.settings.write_ahead)
+        linger = self.settings.write_linger
         buf: list[Any] = []
-        arrived = asyncio.Event()  # buf got a record, or the reader ended
+        arrived = asyncio.Event()  # buf got a record, or the reader or the writer ended
         room = asyncio.Event()  # buf has fewer than ``limit`` records
         room.set()
+        queued: list[_Batch] = []  # processed batches the writer has not taken yet
+        wake = asyncio.Event()  # queued got a batch
+        written = asyncio.Event()  # the writer completed a group (or ended)
+        ahead = 0  # records processed and not yet acked by the writer
+        closing = False
 
         async def read() -> None:
             async for event in stream.events():
@@ -344,31 +382,74 @@ class Worker:
                     room.clear()
                     await room.wait()
 
+        async def write() -> None:
+            nonlocal ahead
+            while True:
+                if not queued:
+                    if closing:
+                        return
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                if linger > 0 and not closing and ahead < limit:  # let a few more batches join this group
+                    await asyncio.sleep(linger)
+                group = queued[:]
+                del queued[:]
+                await self._complete(group)
+                for b in group:
+                    for ev in b.records:
+                        await stream.ack(ev)
+                    ahead -= len(b.records)
+                written.set()
+
+        def ended(_: Any) -> None:
+            arrived.set()
+            written.set()
+
+        self._unwritten.clear()
+        self._state_cache.clear()  # (a restarted agent: what a failed writer did not store may be in it)
         reader = asyncio.ensure_future(read())
-        reader.add_done_callback(lambda _: arrived.set())
+        reader.add_done_callback(ended)
+        writer = asyncio.ensure_future(write())
+        writer.add_done_callback(ended)
         try:
             while True:
+                if writer.done():
+                    writer.result()  # the writer failed: raise what it raised (the agent crashes)
+                    raise RuntimeError("the state writer ended")
                 if not buf:
                     if reader.done():
                         reader.result()  # what ended the stream, if it raised
+                        closing = True
+                        wake.set()
+                        await writer  # complete what was processed
                         return
                     arrived.clear()
                     await arrived.wait()
                     continue
+                if ahead >= ahead_max:  # far enough ahead of the writer: let it catch up
+                    written.clear()
+                    await written.wait()
+                    continue
                 batch = buf[:limit]
                 del buf[:limit]
                 room.set()
-                await self._process_batch(batch)
-                for ev in batch:
-                    await stream.ack(ev)
+                queued.append(await self._process_batch(batch))
+                ahead += len(batch)
+                wake.set()
         finally:
             reader.cancel()
+            writer.cancel()
+            self._state_cache.clear()
 
-    async def _process_batch(self, batch: list[Any]) -> None:
-        """Process records in order; send every alert and dead letter and await their acks; then write states.
+    async def _process_batch(self, batch: list[Any]) -> _Batch:
+        """Process records in order and send every alert and dead letter (not awaited); return what the writer
+        must complete.  The states go to ``self._unwritten`` at once (later records read them from there); the
+        deadline index and the gauges are updated here too.
 
         Principle 3: no state that records an alert as fired is written (to RocksDB or the changelog)
-        before that alert is acknowledged by the broker, so a crash can repeat an alert but never lose it.
+        before that alert is acknowledged by the broker, so a crash can repeat an alert but never lose it:
+        the writer (:meth:`_complete`) awaits the alerts before it writes the states.
         A check command fires every due matter of its partition (from this worker's index) in one go.
         """
         s = self.settings
@@ -377,86 +458,139 @@ class Worker:
         counters = self.counters
         processor = self.processor
         events_topic = s.events_topic
-        alerts_topic, deadletter_topic = self.alerts_topic, self.deadletter_topic
-        written: dict[bytes, tuple[Any, bytes]] = {}  # key -> (record of its partition, newest state)
-        done: list[tuple[Result, int, float, bool]] = []  # (result, partition, now, fired by a check)
-        sends: list[Awaitable[Any]] = []
+        producer = self.app.producer
+        alerts_name, deadletter_name = s.alerts_topic, s.deadletter_topic
+        store = self._rocks_store()
+        unwritten = self._unwritten
+        cache = self._state_cache
+        cache_max = s.state_cache
+        index = self.index
+        touched = self._touched
+        out = _Batch(records=batch)
         counters["batches"] += 1
 
-        def stored(key: bytes) -> bytes | None:
-            w = written.get(key)
-            return w[1] if w is not None else matters.get(key)
+        def stored(key: bytes, partition: int) -> bytes | None:
+            w = unwritten.get(key)
+            if w is not None:
+                return w[1]
+            if store is not None:  # the partition's own RocksDB, as Faust's table reads it (no sensors, no lookups)
+                value: bytes | None = store._db_for_partition(partition).get(key)
+                return value
+            return matters.get(key)
 
-        for event in batch:
-            msg = event.message
-            key: bytes | None = event.key
-            now = s.now()
-            _as_current(event)
-            results: list[tuple[bytes | None, Result, bool]]
-            if msg.topic == events_topic:
-                counters["events"] += 1
-                metrics.event("event")
-                self._last_offset[msg.partition] = msg.offset
-                if self._catchup and msg.offset >= self._catchup.get(msg.partition, msg.offset + 1):
-                    del self._catchup[msg.partition]  # backlog done: checks of this partition fire again
-                    self._check_sent.pop(msg.partition, None)
-                result = processor.on_event(key, event.value, topic=msg.topic, partition=msg.partition,
-                                            offset=msg.offset, stored=stored(key) if key is not None else None,
-                                            now=now)  # fmt: skip
-                results = [(key, result, False)]
-            else:
-                counters["checks"] += 1
-                metrics.event("check")
-                results = []
-                if msg.partition in self._catchup:
-                    continue  # the tick sends another once the partition's backlog of events is processed
-                self._check_sent.pop(msg.partition, None)
-                for matter_id, _due in self.index.pop_due_in(msg.partition, now, s.check_limit):
-                    mkey = matter_id.encode()
-                    results.append((mkey, processor.on_check(mkey, stored(mkey), now=now), True))
-            for k, result, timer in results:
-                for alert in result.alerts:
-                    sends.append(await alerts_topic.send(key=alert.matter_id.encode(), value=encode_alert(alert)))
-                if result.deadletter is not None:
-                    sends.append(await deadletter_topic.send(key=k, value=result.deadletter))
-                if result.state is not None and k is not None:
-                    written[k] = (event, result.state)
-                done.append((result, msg.partition, now, timer))
+        try:
+            for event in batch:
+                msg = event.message
+                key: bytes | None = event.key
+                partition = msg.partition
+                now = s.now()
+                if store is None:
+                    _as_current(event)
+                results: list[tuple[bytes | None, Result, bool]]
+                if msg.topic == events_topic:
+                    counters["events"] += 1
+                    metrics.event("event")
+                    self._last_offset[partition] = msg.offset
+                    if self._catchup and msg.offset >= self._catchup.get(partition, msg.offset + 1):
+                        del self._catchup[partition]  # backlog done: checks of this partition fire again
+                        self._check_sent.pop(partition, None)
+                    if key is None:
+                        raw, cached = None, None
+                    else:
+                        cached = cache.pop(key, None)
+                        raw = stored(key, partition) if cached is None else None
+                    result = processor.on_event(key, event.value, topic=msg.topic, partition=partition,
+                                                offset=msg.offset, stored=raw, now=now, cached=cached)  # fmt: skip
+                    results = [(key, result, False)]
+                else:
+                    counters["checks"] += 1
+                    metrics.event("check")
+                    results = []
+                    if partition in self._catchup:
+                        continue  # the tick sends another once the partition's backlog of events is processed
+                    self._check_sent.pop(partition, None)
+                    for matter_id, _due in index.pop_due_in(partition, now, s.check_limit):
+                        mkey = matter_id.encode()
+                        cached = cache.pop(mkey, None)
+                        raw = stored(mkey, partition) if cached is None else None
+                        results.append((mkey, processor.on_check(mkey, raw, now=now, cached=cached), True))
+                for k, result, timer in results:
+                    for alert in result.alerts:  # keyed by matter: Kafka's default partitioner, as Topic.send
+                        out.sends.append(await producer.send(alerts_name, alert.matter_id.encode(),
+                                                             encode_alert(alert), None, None, None))  # fmt: skip
+                    if result.alerts:
+                        out.alerts.extend(result.alerts)
+                        if timer:
+                            out.timer_alerts.extend(result.alerts)
+                    if result.deadletter is not None:
+                        out.sends.append(await producer.send(deadletter_name, k, result.deadletter, None, None, None))
+                        counters["deadletters"] += 1
+                        metrics.rejected(result.error)
+                    if result.state is not None and k is not None:
+                        out.states[k] = (event, result.state)
+                        unwritten[k] = (out, result.state)
+                        if result.new_state is not None and cache_max > 0:  # the decoded form of what is stored
+                            cache[k] = result.new_state
+                            if len(cache) > cache_max:
+                                del cache[next(iter(cache))]  # the least recently used
+                    if result.duplicate:
+                        counters["duplicates"] += 1
+                        metrics.duplicate()
+                    if result.decided:
+                        metrics.deadlines_decided(result.decided)
+                    if result.new_state is not None:
+                        metrics.track(result.new_state, now, partition=partition)
+                        if self._gauge_skip is not None:
+                            self._gauge_skip.add(result.new_state.matter_id)
+                    if result.matter_id is not None:
+                        index.set(result.matter_id, partition, result.next_due)
+                        if touched is not None:
+                            touched.add(result.matter_id)
+        except BaseException:
+            cache.clear()  # a state may have been changed in place without being stored
+            for k in out.states:  # this batch is never written
+                if unwritten.get(k, (None,))[0] is out:
+                    del unwritten[k]
+            raise
+        return out
+
+    async def _complete(self, group: list[_Batch]) -> None:
+        """The writer's step for processed batches, in order: await all their alerts and dead letters, then
+        write each changed matter's newest state (changelog, then RocksDB).  Their records are acked after."""
+        s = self.settings
+        sends = [f for b in group for f in b.sends]
         if sends:
             await self._await_sent(sends)  # every alert and dead letter is acknowledged before any state is written
         sent = s.now()
-        for k, (ev, state) in written.items():
-            _as_current(ev)
-            matters[k] = state
-        index = self.index
-        touched = self._touched
-        for result, partition, now, timer in done:
-            if result.alerts:
-                counters["alerts"] += len(result.alerts)
-                metrics.alerts(result.alerts)
-                if timer:  # fired by a check: how late after its threshold
-                    for a in result.alerts:
-                        lag = max(0.0, sent - a.fired_at)
-                        metrics.fire_lag(lag)
-                        self.fire_lag.append(lag)
-            if result.deadletter is not None:
-                counters["deadletters"] += 1
-                metrics.rejected(result.error)
-            if result.duplicate:
-                counters["duplicates"] += 1
-                metrics.duplicate()
-            if result.decided:
-                metrics.deadlines_decided(result.decided)
-            if result.new_state is not None:
-                metrics.track(result.new_state, now, partition=partition)
-                if self._gauge_skip is not None:
-                    self._gauge_skip.add(result.new_state.matter_id)
-            if result.matter_id is not None:
-                index.set(result.matter_id, partition, result.next_due)
-                if touched is not None:
-                    touched.add(result.matter_id)
+        metrics, counters = self.metrics, self.counters
+        for b in group:
+            if b.alerts:
+                counters["alerts"] += len(b.alerts)
+                metrics.alerts(b.alerts)
+            for a in b.timer_alerts:  # fired by a check: how late after its threshold
+                lag = max(0.0, sent - a.fired_at)
+                metrics.fire_lag(lag)
+                self.fire_lag.append(lag)
         if len(self.fire_lag) > 100_000:
             del self.fire_lag[:50_000]
+        states: dict[bytes, tuple[Any, bytes]] = {}
+        for b in group:
+            states.update(b.states)  # a later batch's state of a matter replaces an earlier one's
+        if states:
+            store = self._rocks_store()
+            if store is not None:
+                await self._write_states(store, states)
+            else:
+                matters = self.matters
+                for k, (ev, state) in states.items():
+                    _as_current(ev)
+                    matters[k] = state
+            unwritten = self._unwritten
+            ids = {id(b) for b in group}
+            for k in states:
+                w = unwritten.get(k)
+                if w is not None and id(w[0]) in ids:  # not replaced by a batch the writer has not taken yet
+                    del unwritten[k]
 
     async def _note_backlog(self) -> None:
         """Before the stream partitions resume: remember, per events partition, the last offset already in
@@ -483,6 +617,51 @@ class Worker:
     async def _await_sent(self, sends: list[Awaitable[Any]]) -> None:
         """Wait for the broker's acknowledgement of every record sent (raises if one failed)."""
         await asyncio.gather(*sends)
+
+    def _rocks_store(self) -> Any:
+        """The ``matters`` table's RocksDB store, or None when the table is kept elsewhere (then Faust's own
+        per-record table writes are used)."""
+        store = self.matters.data
+        if hasattr(store, "_db_for_partition") and hasattr(store, "offset_key") and hasattr(store, "_dbs"):
+            return store
+        return None
+
+    async def _write_states(self, store: Any, written: dict[bytes, tuple[Any, bytes]]) -> None:
+        """Write a batch's new states: to the changelog first, then to RocksDB, as Faust's recovery would.
+
+        Every changed matter's newest state is produced once to its changelog partition (the partition of the
+        record that changed it, as the table's own ``send_changelog``), all sends queued before any is
+        awaited; once the broker has acknowledged them all, each partition's states go into its RocksDB in one
+        write batch together with Faust's persisted changelog offset (the offset of the newest record of that
+        partition), the form ``Store.apply_changelog_batch`` uses in recovery.  So the store never holds a
+        state the changelog lacks, and a crash in between costs only a re-read of those changelog records at
+        the next recovery.  Faust's table ``__setitem__`` per record did the opposite order, one buffered send
+        and two RocksDB writes (state, persisted offset) each.
+        """
+        from rocksdict import WriteBatch
+
+        producer = self.app.producer
+        topic = self.matters.changelog_topic_name
+        parts: list[int] = []
+        futs: list[Awaitable[Any]] = []
+        for k, (ev, state) in written.items():
+            partition = ev.message.partition
+            parts.append(partition)
+            futs.append(await producer.send(topic, k, state, partition, None, None))
+        acked = await asyncio.gather(*futs)
+        newest: dict[int, int] = {}
+        batches: dict[int, Any] = {}
+        for (k, (_ev, state)), partition, meta in zip(written.items(), parts, acked, strict=True):
+            wb = batches.get(partition)
+            if wb is None:
+                wb = batches[partition] = WriteBatch(raw_mode=True)
+            wb.put(k, state)
+            if meta.offset > newest.get(partition, -1):
+                newest[partition] = meta.offset
+        offset_key = store.offset_key
+        for partition, wb in batches.items():
+            wb.put(offset_key, str(newest[partition]).encode())  # Faust's persisted offset of this partition
+            store._db_for_partition(partition).write(wb)
 
     def _stored_partitions(self) -> list[tuple[int, Iterator[tuple[bytes, bytes]]]]:
         """(partition, iterator of (key, stored state)) of every active partition of the ``matters`` table."""

@@ -463,3 +463,37 @@ def test_the_size_limit_is_exact(size: int) -> None:
         assert_dead(result, "too_large", value)
     else:
         assert result.deadletter is None or result.error != "too_large"
+
+
+def test_a_kept_decoded_state_gives_what_decoding_the_stored_bytes_gives() -> None:
+    """The worker keeps the decoded form of the states it wrote (``cached``) instead of decoding them again:
+    events and checks applied to it produce byte for byte what the stored bytes produce."""
+    p = Processor(ENGINE, TOPIC, state_tag="t")
+    stored: bytes | None = None
+    kept: MatterState | None = None
+    fired = 0
+    for kind, value in [
+        ("event", raw(event())),
+        ("event", raw(event())),  # a duplicate: no state written, the kept form is dropped
+        ("event", raw(event("ticket.dispatched", unit="runda", at=NOW - 30))),
+        ("check", None),
+        ("event", raw(event("ticket.resolved", at=NOW + 60))),
+    ]:
+        if kind == "check":
+            due = ENGINE.next_due(decode_state(stored))  # type: ignore[arg-type]
+            assert due is not None
+            plain = p.on_check(b"WO-1", stored, now=due)
+            fast = p.on_check(b"WO-1", None if kept else stored, now=due, cached=kept)
+            fired += len(plain.alerts)
+        else:
+            plain = p.on_event(b"WO-1", value, topic=TOPIC, partition=0, offset=1, stored=stored, now=NOW)
+            fast = p.on_event(b"WO-1", value, topic=TOPIC, partition=0, offset=1,
+                              stored=None if kept else stored, now=NOW, cached=kept)  # fmt: skip
+        assert fast.state == plain.state and fast.alerts == plain.alerts and fast.next_due == plain.next_due
+        assert fast.duplicate == plain.duplicate and fast.deadletter == plain.deadletter
+        if plain.state is not None:
+            stored, kept = plain.state, fast.new_state
+            assert kept is not None and encode_state(kept, fast.next_due, "t") == stored
+        else:
+            kept = None  # as the worker does: decode the stored bytes next time
+    assert fired > 0
