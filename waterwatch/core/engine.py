@@ -77,7 +77,7 @@ import calendar as _stdcal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from waterwatch.codes import AlertLevel, NoticeKind, OutageKind
@@ -118,27 +118,31 @@ ALERT_TYPE: dict[str, str] = {
 }
 
 # Template entry modes (see Engine._stage_at)
-_ABSOLUTE, _AT_DUE, _OFFSET, _AFTER_DUE = 0, 1, 2, 3
-_SKIPPABLE = frozenset({"warning", "escalation", "reminder"})
+# ``Final``: compiled, mypyc inlines or keeps these in C statics instead of looking them up in the module's dict
+_ABSOLUTE: Final = 0
+_AT_DUE: Final = 1
+_OFFSET: Final = 2
+_AFTER_DUE: Final = 3
+_SKIPPABLE: Final = frozenset({"warning", "escalation", "reminder"})
 """Stage levels skipped when their instant passed before a new deadline version existed."""
-_NO_NEXT: tuple[None, None] = (None, None)
-_TICKET_OPEN = ("created", "dispatched", "accepted", "returned", "reopened")
+_NO_NEXT: Final[tuple[None, None]] = (None, None)
+_TICKET_OPEN: Final = ("created", "dispatched", "accepted", "returned", "reopened")
 """Ticket states in which the unit still works on it."""
-_NO_OUTCOME_KINDS = frozenset({"notice", "once", "recurring", "window"})
+_NO_OUTCOME_KINDS: Final = frozenset({"notice", "once", "recurring", "window"})
 """Clock kinds whose stop is not a met/missed deadline."""
 
-_KIND_OF = {name: name.split(".", 1)[0] for name in INPUT_TYPES}
+_KIND_OF: Final[dict[str, str]] = {name: name.split(".", 1)[0] for name in INPUT_TYPES}
 
-MAX_PEAK_ALERTS = 9
+MAX_PEAK_ALERTS: Final = 9
 """R22 peak-hour alerts per outage at most (three days of three peaks)."""
 
-OUTCOMES_KEPT = 48
+OUTCOMES_KEPT: Final = 48
 """Stopped deadlines a matter keeps on record for the monthly report (R34)."""
 
-SEEN_IDS_KEPT = 32
+SEEN_IDS_KEPT: Final = 32
 """How many recent event ids a matter remembers for de-duplication."""
 
-CREATING_TYPES = frozenset(
+CREATING_TYPES: Final = frozenset(
     {"ticket.created", "outage.planned", "outage.emergency", "leak.reported",
      "damage.reported", "meter.registered"}
 )  # fmt: skip
@@ -170,7 +174,7 @@ class Clock:
     # Derived cache: the next stage of the current schedule as (instant, prototype), (None, None)
     # when none is left; None = not known.  The engine resets it whenever ``fired`` or the
     # version changes (Engine._find_next fills it).
-    nxt: tuple[int, Stage] | tuple[None, None] | None = field(default=None, repr=False, compare=False)
+    nxt: tuple[int | None, Stage | None] | None = field(default=None, repr=False, compare=False)
 
     # Written out (dataclass keeps a class's own __init__): compiled by mypyc, it sets the fields natively;
     # the one dataclass generates would run as interpreted Python (docs/decisions/0008-core-throughput.md).
@@ -180,7 +184,7 @@ class Clock:
         stopped: int | None = None, outcome: str | None = None, unit: str | None = None,
         extensions: list[tuple[int, int]] | None = None, kind: str = "deadline",
         sched: tuple[tuple[int, int, Stage], ...] | None = None,
-        nxt: tuple[int, Stage] | tuple[None, None] | None = None,
+        nxt: tuple[int | None, Stage | None] | None = None,
     ) -> None:
         self.name = name
         self.rule = rule
@@ -512,6 +516,16 @@ def _native_alert(
     return o
 
 
+def _native_stage(at: int, name: str, level: Level, notify: tuple[str, ...], cites: str | None) -> Stage:
+    o = Stage.__new__(Stage)
+    o.at = at  # type: ignore[misc]
+    o.name = name  # type: ignore[misc]
+    o.level = level  # type: ignore[misc]
+    o.notify = notify  # type: ignore[misc]
+    o.cites = cites  # type: ignore[misc]
+    return o
+
+
 def _native_outcome(
     rule: str, clock: str, unit: str | None, start: int, due: int, original_due: int | None, stopped: int,
     met: bool, extensions: int,
@@ -529,12 +543,19 @@ def _native_outcome(
     return o
 
 
-COMPILED = not hasattr(Alert, "__slots__")
+COMPILED: Final = not hasattr(Alert, "__slots__")
 """Is this module compiled by mypyc (see waterwatch.core.native_status)?"""
-_new_alert: Callable[..., Alert] = _native_alert if COMPILED else _frozen_builder(Alert)
+_new_alert: Final[Callable[..., Alert]] = _native_alert if COMPILED else _frozen_builder(Alert)
 """``Alert(*fields)``, fast (see :func:`_frozen_builder`)."""
-_new_outcome: Callable[..., Outcome] = _native_outcome if COMPILED else _frozen_builder(Outcome)
+_new_outcome: Final[Callable[..., Outcome]] = _native_outcome if COMPILED else _frozen_builder(Outcome)
 """``Outcome(*fields)``, fast (see :func:`_frozen_builder`)."""
+if not COMPILED:
+    # The engine calls _native_alert / _native_outcome by name.  Compiled, those are direct native calls (the
+    # names are bound at compile time); as pure Python the module's globals are looked up at each call, so
+    # they are pointed at the faster builders here.
+    globals()["_native_alert"] = _new_alert
+    globals()["_native_outcome"] = _new_outcome
+    globals()["_native_stage"] = _frozen_builder(Stage)
 
 
 @dataclass(slots=True)
@@ -580,11 +601,14 @@ class _IsoFormat:
         offset, suffix = entry
         if not suffix:  # the UTC offset changes within this hour
             return datetime.fromtimestamp(ts, self.tz).isoformat()
-        day, sod = divmod(ts + offset, 86400)
+        local = ts + offset
+        day = local // 86400
+        sod = local % 86400  # floor division and modulo, as divmod
         ds = self._days.get(day)
         if ds is None:
             ds = self._days[day] = date.fromordinal(day + _EPOCH_ORDINAL).isoformat() + "T"
-        return ds + _TWO_DIGITS[sod // 3600] + ":" + _TWO_DIGITS[sod // 60 % 60] + ":" + _TWO_DIGITS[sod % 60] + suffix
+        # one f-string: the string is built once, not by six concatenations
+        return f"{ds}{_TWO_DIGITS[sod // 3600]}:{_TWO_DIGITS[sod // 60 % 60]}:{_TWO_DIGITS[sod % 60]}{suffix}"
 
     def _hour(self, hour: int) -> tuple[int, str]:
         """``(UTC offset in seconds, ISO suffix)`` of a UTC hour; ``(0, "")`` if the offset changes within it."""
@@ -600,9 +624,9 @@ class _IsoFormat:
         return entry
 
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_TWO_DIGITS = tuple(f"{i:02d}" for i in range(60))
-_ISO_FORMATS: dict[ZoneInfo, _IsoFormat] = {}
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_TWO_DIGITS: Final = tuple(f"{i:02d}" for i in range(60))
+_ISO_FORMATS: Final[dict[ZoneInfo, _IsoFormat]] = {}
 
 
 def _iso(ts: int | None, tz: ZoneInfo) -> str | None:
@@ -614,6 +638,20 @@ def _iso(ts: int | None, tz: ZoneInfo) -> str | None:
     if fmt is None:
         fmt = _ISO_FORMATS[tz] = _IsoFormat(tz)
     return fmt.format(ts)  # a direct (native) call when compiled
+
+
+def _event_fields(event: CloudEvent) -> tuple[str, str, str, Any]:
+    """The event's ``(id, type, subject, data)``.
+
+    A pydantic model keeps its field values in its instance ``__dict__``.  Reading that dict once is
+    cheaper than reading the four fields as attributes: every attribute read of a pydantic model goes
+    through ``BaseModel``'s ``__getattr__`` hook (several hundred machine instructions each).
+    """
+    try:
+        d = event.__dict__
+        return d["id"], d["type"], d["subject"], d["data"]
+    except (AttributeError, KeyError):  # not a pydantic model: the attributes
+        return event.id, event.type, event.subject, event.data
 
 
 def _ts(dt: datetime) -> int:
@@ -673,6 +711,7 @@ class Engine:
         self._notify_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._offset_cache: dict[tuple[str, int], tuple[tuple[int, int, Stage], ...]] = {}
         self._peak_cache: dict[int, tuple[tuple[float, float], ...]] = {}
+        self._month_cache: dict[str, int] = {}
         self._by_category: dict[str, list[Rule]] = {}
         self._by_tier: dict[str, list[Rule]] = {}
         for r in policy.rules.values():
@@ -707,12 +746,18 @@ class Engine:
     ) -> tuple[MatterState | None, list[Alert] | None, Rejection | None]:
         """:meth:`apply` without its :class:`Step`: ``(state, alerts, rejection)``, alerts None for a duplicate.
 
-        The replay calls this directly (one object less per event).
+        The replay calls :meth:`_apply_fields` directly (one object less per event).
         """
-        event_id = event.id
+        event_id, etype, subject, data = _event_fields(event)
+        return self._apply_fields(state, event_id, etype, subject, data, now_ts, t, copy)
+
+    def _apply_fields(
+        self, state: MatterState | None, event_id: str, etype: str, subject: str, data: Any, now_ts: int, t: int,
+        copy: bool,
+    ) -> tuple[MatterState | None, list[Alert] | None, Rejection | None]:
+        """:meth:`_apply` with the event's fields read once (:func:`_event_fields`)."""
         if state is not None and event_id in state.seen:
             return state, None, None
-        etype = event.type
         pre: list[Alert] = []
         try:
             if t > now_ts + self._future_tolerance:
@@ -725,25 +770,25 @@ class Engine:
                 if creator is None:
                     raise _Reject(
                         "unknown_matter",
-                        f"{etype} for matter {event.subject}, which does not exist "
+                        f"{etype} for matter {subject}, which does not exist "
                         "(no creating event seen)",
                     )
-                created = MatterState(event.subject, _KIND_OF[etype], "open", t, t)
+                created = MatterState(subject, _KIND_OF[etype], "open", t, t)
                 # a rejection leaves ``state`` None
                 if etype == "ticket.created":
-                    alerts = self._ticket_created(created, event.data, t)
+                    alerts = self._ticket_created(created, data, t)
                 else:
-                    alerts = creator(created, event.data, t)
+                    alerts = creator(created, data, t)
                 state = created
             else:
                 if etype in CREATING_TYPES:
                     raise _Reject(
                         "duplicate_matter",
-                        f"{etype}: matter {event.subject} already exists ({state.kind}, {state.status})",
+                        f"{etype}: matter {subject} already exists ({state.kind}, {state.status})",
                     )
                 if _KIND_OF.get(etype) != state.kind:
                     raise _Reject(
-                        "wrong_kind", f"{etype} does not apply to matter {event.subject}, a {state.kind}"
+                        "wrong_kind", f"{etype} does not apply to matter {subject}, a {state.kind}"
                     )
                 if t < state.last_time - self._backwards_tolerance:
                     raise _Reject(
@@ -759,7 +804,7 @@ class Engine:
                 # Handlers validate everything before they change anything, so a
                 # rejection leaves the state as the advance left it.
                 state.next_known = False
-                alerts = self._handle(etype, state, event.data, t)
+                alerts = self._handle(etype, state, data, t)
                 if pre:
                     alerts = pre + alerts
             # What the event made due before its own time (an overdue set in the past).  Stages at
@@ -877,7 +922,7 @@ class Engine:
             state.next_known = False
             alerts += self._fire(state, best_clock, best_at, best_stage, now)
 
-    def _find_next(self, clock: Clock) -> tuple[int, Stage] | tuple[None, None]:
+    def _find_next(self, clock: Clock) -> tuple[int | None, Stage | None]:
         """The clock's next stage as ``(instant, prototype)``, cached in ``clock.nxt``.
 
         Stages whose instant passed before this deadline version existed are
@@ -903,7 +948,7 @@ class Engine:
                 fired += 1  # passed before this deadline version existed: skip, never late
                 continue
             clock.fired = fired
-            found: tuple[int, Stage] = (at, proto)
+            found: tuple[int | None, Stage | None] = (at, proto)
             clock.nxt = found
             return found
         clock.fired = fired
@@ -928,7 +973,8 @@ class Engine:
         value, mode, proto = entry
         if mode == _ABSOLUTE:
             return proto
-        return Stage(self._entry_at(clock, value, mode, proto), proto.name, proto.level, proto.notify, proto.cites)
+        return _native_stage(self._entry_at(clock, value, mode, proto), proto.name, proto.level, proto.notify,
+                             proto.cites)  # Stage(...), fast
 
     def _fire(self, state: MatterState, clock: Clock, at: int, stage: Stage, now: int) -> list[Alert]:
         """Fire one stage (``stage`` is its prototype; ``at`` its instant for this clock)."""
@@ -938,7 +984,7 @@ class Engine:
         name = stage.name
         cites = stage.cites
         attrs = state.attrs
-        alert = _new_alert(
+        alert = _native_alert(
             f"{state.matter_id}/{clock.rule}/{clock.name}/v{clock.version}/{name}", state.matter_id, state.kind,
             clock.rule, clock.name, level, name, clock.due, at, late_by, clock.unit or state.unit,
             self._dedup(stage.notify), NoticeKind.PRE_OUTAGE.value if level == "notice" else None, self.tz,
@@ -995,7 +1041,7 @@ class Engine:
         version = clock.version if clock else 1
         if cites:
             extra = {**(extra or {}), "cites": cites}
-        return _new_alert(
+        return _native_alert(
             f"{state.matter_id}/{rule_id}/{cname}/v{version}/{stage}",
             state.matter_id,
             state.kind,
@@ -1019,10 +1065,11 @@ class Engine:
 
     # -------------------------------------------------------------- schedule
 
-    def _instant(self, counts: str, start: int, offset: float) -> int:
+    def _instant(self, counts: str, start: int, offset: int) -> int:
+        # ``offset`` is a limit: an int (round() of an int is the int; the builtin's look-up and call cost)
         if counts == "working":
-            return self.calendar.add_working_ts(start, round(offset))
-        return start + round(offset)
+            return self.calendar.add_working_ts(start, offset)
+        return start + offset
 
     def _measure(self, counts: str, start: int, end: int) -> int:
         if counts == "working":
@@ -1078,12 +1125,12 @@ class Engine:
             assert clock.due is not None
             level: Level = "notice" if clock.kind == "notice" else "warning"
             to = rule.notify or tuple(notify.get("warning", ()))
-            return ((0, _ABSOLUTE, Stage(clock.due, clock.name, level, to)),)
+            return ((0, _ABSOLUTE, _native_stage(clock.due, clock.name, level, to, None)),)
         if clock.kind == "window":
             return ()
         if clock.kind == "overdue_only":
             to = tuple(rule.notify or notify.get("overdue", ()))
-            return ((0, _ABSOLUTE, Stage(clock.due or 0, "overdue", "overdue", to)),)
+            return ((0, _ABSOLUTE, _native_stage(clock.due or 0, "overdue", "overdue", to, None)),)
         if clock.due is None:  # R15.7 until ops sets the deadline
             rem = rule.unset_reminder
             out = [(0, _ABSOLUTE, Stage(clock.start, "deadline_unset", "warning", ("ops",)))]
@@ -1136,8 +1183,8 @@ class Engine:
         met = t <= due
         clock.outcome = "met" if met else "missed"
         outcomes = state.outcomes
-        outcomes.append(_new_outcome(clock.rule, clock.name, clock.unit, clock.start, due, clock.original_due, t, met,
-                                len(clock.extensions)))  # Outcome.of(clock)  # fmt: skip
+        outcomes.append(_native_outcome(clock.rule, clock.name, clock.unit, clock.start, due, clock.original_due, t,
+                                        met, len(clock.extensions)))  # Outcome.of(clock)  # fmt: skip
         state.outcomes_total += 1
         if len(outcomes) > OUTCOMES_KEPT:
             del outcomes[: len(outcomes) - OUTCOMES_KEPT]
@@ -1157,15 +1204,22 @@ class Engine:
 
     def _ticket_created(self, s: MatterState, d: TicketCreatedData, t: int) -> list[Alert]:
         alerts: list[Alert] = []
-        s.unit = self._unit(d.unit) if d.unit is not None else None
+        # each field read once, from the model's instance dict (see _event_fields)
+        try:
+            f = d.__dict__
+            unit, channel, summary, location = f["unit"], f["channel"], f["summary"], f["location"]
+            category, hotline_tier, due_at, urgency = f["category"], f["hotline_tier"], f["due_at"], f["urgency"]
+        except (AttributeError, KeyError):
+            unit, channel, summary, location = d.unit, d.channel, d.summary, d.location
+            category, hotline_tier, due_at, urgency = d.category, d.hotline_tier, d.due_at, d.urgency
+        s.unit = self._unit(unit) if unit is not None else None
         s.status = "created"
         attrs = s.attrs
-        attrs["channel"] = d.channel._value_  # ``_value_``: ``value`` without the enum property's call
-        if d.summary:
-            attrs["summary"] = d.summary
-        if d.location:
-            attrs["location"] = d.location
-        category = d.category
+        attrs["channel"] = channel._value_  # ``_value_``: ``value`` without the enum property's call
+        if summary:
+            attrs["summary"] = summary
+        if location:
+            attrs["location"] = location
         if category is not None:
             cat = category._value_
             attrs["category"] = cat
@@ -1180,26 +1234,26 @@ class Engine:
             for rule in rules:
                 assert rule.clock is not None
                 self._start_clock(s, rule.clock, rule, t, limit=rule.limit)
-        if d.hotline_tier is not None or d.due_at is not None:
-            if d.due_at is not None:
+        if hotline_tier is not None or due_at is not None:
+            if due_at is not None:
                 rule = self.policy.rules["R14.due"]
-                due = _ts(d.due_at)
+                due = _ts(due_at)
                 if due <= t:
                     raise _Reject("bad_deadline", "data.due_at: the due time is not after the order's time")
                 self._start_clock(s, "feedback", rule, t, due=due)
             else:
-                assert d.hotline_tier is not None
-                tier_rules = self._by_tier.get(d.hotline_tier.value, [])
+                assert hotline_tier is not None
+                tier_rules = self._by_tier.get(hotline_tier.value, [])
                 if not tier_rules:
-                    raise _Reject("unknown_category", f"data.hotline_tier: {d.hotline_tier.value!r} has no rule")
+                    raise _Reject("unknown_category", f"data.hotline_tier: {hotline_tier.value!r} has no rule")
                 self._start_clock(s, "feedback", tier_rules[0], t, limit=tier_rules[0].limit)
-            if d.hotline_tier is not None:
-                s.attrs["hotline_tier"] = d.hotline_tier.value
-        if d.urgency is not None:
+            if hotline_tier is not None:
+                s.attrs["hotline_tier"] = hotline_tier.value
+        if urgency is not None:
             rule = self.policy.rules["R14.5"]
-            variant = rule.variants.get(d.urgency.value)
+            variant = rule.variants.get(urgency.value)
             if variant is not None:
-                s.attrs["urgency"] = d.urgency.value
+                s.attrs["urgency"] = urgency.value
                 self._start_clock(s, "return", rule, t, limit=variant.limit, counts=variant.counts,
                                   kind="window")  # fmt: skip
         r12 = self.policy.rules.get("R12")
@@ -1786,12 +1840,11 @@ class Engine:
         return []
 
     def _open_meter_cycle(self, s: MatterState, start: int) -> None:
-        period = datetime.fromtimestamp(start, self.tz).strftime("%Y-%m")
+        period, due = self._month_of(start)
         name = f"read:{period}"
         if name in s.clocks:
             return
         rule = self.policy.rules["R31"]
-        due = _next_month_start(start, self.tz)
         if self.policy.time_scale != 1:
             due = start + max(1, round((due - start) / self.policy.time_scale))
         self._start_clock(s, name, rule, start, due=due)
@@ -1799,6 +1852,21 @@ class Engine:
         closed = sorted(k for k, c in s.clocks.items() if k.startswith("read:") and c.stopped is not None)
         for k in closed[:-2]:
             del s.clocks[k]
+
+    def _month_of(self, ts: int) -> tuple[str, int]:
+        """``(YYYY-MM, first instant of the next month)`` of ``ts``'s local month (the next-month start is
+        cached per month; the month is read off the ISO time instead of a ``datetime.strftime``)."""
+        iso = _iso(ts, self.tz)
+        assert iso is not None
+        # a four-digit year >= 1000: strftime("%Y-%m") gives the same (it does not pad smaller years)
+        period = iso[:7] if iso[4:5] == "-" and iso[0] != "0" else datetime.fromtimestamp(ts, self.tz).strftime("%Y-%m")
+        due = self._month_cache.get(period)
+        if due is None:
+            due = _next_month_start(ts, self.tz)
+            if len(self._month_cache) >= 10_000:
+                self._month_cache.clear()
+            self._month_cache[period] = due
+        return period, due
 
     def _meter_read(self, s: MatterState, d: MeterReadData, t: int) -> list[Alert]:
         if d.meter_id != s.attrs.get("meter_id"):

@@ -9,12 +9,12 @@ input always gives the same output, byte for byte.
 from __future__ import annotations
 
 import gc
-import heapq
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
-from waterwatch.core.engine import Alert, Engine, MatterState, Rejection
+from waterwatch.core.engine import Alert, Engine, MatterState, Rejection, _event_fields
 from waterwatch.events import CloudEvent
 
 
@@ -60,7 +60,12 @@ class Replayer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.states: dict[str, MatterState] = {}
-        self._heap: list[tuple[int, str]] = []
+        # The due matters, in (instant, matter id) order: a heap of the distinct instants, and per instant a
+        # heap of the matter ids.  The same order as one heap of (instant, id) tuples, without comparing
+        # tuples (two boxed-int comparisons and a tuple each).  Entries are never removed early: an entry
+        # whose instant is no longer the matter's ``_due`` is skipped when it comes up.
+        self._heap: list[int] = []
+        self._at: dict[int, list[str]] = {}
         self._due: dict[str, int] = {}
         self.stats = ReplayStats()
         self.clock = 0
@@ -73,12 +78,30 @@ class Replayer:
             return
         if self._due.get(mid) != nxt:
             self._due[mid] = nxt
-            heapq.heappush(self._heap, (nxt, mid))
+            self._push(nxt, mid)
+
+    def _push(self, at: int, mid: str) -> None:
+        ids = self._at.get(at)
+        if ids is None:
+            self._at[at] = [mid]
+            heappush(self._heap, at)
+        else:
+            heappush(ids, mid)
+
+    def _pop(self) -> tuple[int, str]:
+        """Remove and return the earliest ``(instant, matter id)`` entry (the heap is not empty)."""
+        at = self._heap[0]
+        ids = self._at[at]
+        if len(ids) == 1:
+            del self._at[at]
+            heappop(self._heap)
+            return at, ids[0]
+        return at, heappop(ids)
 
     def run_until(self, t: int, *, inclusive: bool) -> Iterator[Alert]:
         """Fire every due stage before ``t`` (or at ``t`` if inclusive), in time order."""
         heap = self._heap
-        while heap and (heap[0][0] < t or (inclusive and heap[0][0] == t)):
+        while heap and (heap[0] < t or (inclusive and heap[0] == t)):
             alerts = self._fire_next()
             if alerts:
                 yield from alerts
@@ -89,13 +112,20 @@ class Replayer:
         The same steps as :meth:`_fire_next`, inlined.
         """
         heap = self._heap
+        at_ = self._at
         due_of = self._due
         states = self.states
         engine = self.engine
-        heappop, heappush = heapq.heappop, heapq.heappush
         out: list[Alert] = []
-        while heap and heap[0][0] < t:
-            due, mid = heappop(heap)
+        while heap and heap[0] < t:
+            due = heap[0]  # self._pop(), inlined
+            ids = at_[due]
+            if len(ids) == 1:
+                mid = ids[0]
+                del at_[due]
+                heappop(heap)
+            else:
+                mid = heappop(ids)
             if due_of.get(mid) != due:
                 continue  # superseded entry
             del due_of[mid]
@@ -109,12 +139,17 @@ class Replayer:
             nxt = state.next_at if state.next_known else engine.next_due(state)
             if nxt is not None:
                 due_of[mid] = nxt
-                heappush(heap, (nxt, mid))
+                later = at_.get(nxt)  # self._push(nxt, mid), inlined
+                if later is None:
+                    at_[nxt] = [mid]
+                    heappush(heap, nxt)
+                else:
+                    heappush(later, mid)
         return out
 
     def _fire_next(self) -> list[Alert] | None:
         """Pop the earliest heap entry and fire that matter's stages due at its instant."""
-        due, mid = heapq.heappop(self._heap)
+        due, mid = self._pop()
         due_of = self._due
         if due_of.get(mid) != due:
             return None  # superseded entry
@@ -128,7 +163,7 @@ class Replayer:
         nxt = state.next_at if state.next_known else self.engine.next_due(state)
         if nxt is not None:
             due_of[mid] = nxt
-            heapq.heappush(self._heap, (nxt, mid))
+            self._push(nxt, mid)
         return alerts
 
     def feed(self, event: CloudEvent, index: int = 0, t: int | None = None) -> tuple[list[Alert], Rejected | None]:
@@ -138,13 +173,13 @@ class Replayer:
         stats = self.stats
         stats.events += 1
         heap = self._heap
-        pre = self._fire_before(t) if heap and heap[0][0] < t else None
+        pre = self._fire_before(t) if heap and heap[0] < t else None
         if t > self.clock:
             self.clock = t
-        mid = event.subject
+        event_id, etype, mid, data = _event_fields(event)  # each field read once
         state = self.states.get(mid)
         # Engine.apply(state, event, t, copy=False, t=t) without its Step
-        new, alerts, rejection = self.engine._apply(state, event, t, t, False)
+        new, alerts, rejection = self.engine._apply_fields(state, event_id, etype, mid, data, t, t, False)
         if alerts is None:
             stats.duplicates += 1
             return pre or [], None
@@ -153,7 +188,7 @@ class Replayer:
             stats.alerts += len(alerts)
             if state is not None:
                 self._schedule(state)
-            return (pre + alerts if pre else alerts), Rejected(index, event.id, mid, rejection)
+            return (pre + alerts if pre else alerts), Rejected(index, event_id, mid, rejection)
         assert new is not None
         if state is None:
             stats.matters += 1
@@ -168,7 +203,12 @@ class Replayer:
                 del due_of[mid]
         elif due_of.get(mid) != nxt:
             due_of[mid] = nxt
-            heapq.heappush(heap, (nxt, mid))
+            ids = self._at.get(nxt)  # self._push(nxt, mid), inlined
+            if ids is None:
+                self._at[nxt] = [mid]
+                heappush(heap, nxt)
+            else:
+                heappush(ids, mid)
         return (pre + alerts if pre else alerts), None
 
 
