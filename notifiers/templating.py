@@ -356,22 +356,15 @@ def make_environment(template_dir: Path, timezone: str = DEFAULT_TIMEZONE) -> _E
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-_PARSED: dict[tuple[str, ZoneInfo], datetime] = {}
-"""ISO strings already parsed by :func:`_to_dt`, per zone (a message shows the same few times several
-times; cleared when it grows past ``_PARSED_MAX``)."""
-_PARSED_MAX = 4096
-
-
 def _to_dt(value: Any, tz: ZoneInfo) -> datetime | None:
     if type(value) is str and value:
-        key = (value, tz)
-        dt = _PARSED.get(key)
-        if dt is None:
-            dt = _parse_dt(value, tz)
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[key] = dt
-        return dt
+        return _parse_iso(value, tz)
+    return _parse_dt(value, tz)
+
+
+@lru_cache(maxsize=4096)
+def _parse_iso(value: str, tz: ZoneInfo) -> datetime | None:
+    """:func:`_parse_dt` of an ISO string (remembered: a message shows the same few times several times)."""
     return _parse_dt(value, tz)
 
 
@@ -746,23 +739,25 @@ class Renderer:
         # mode: see :class:`_Shared`.
         shared = self._shared_state()
         variables = shared.bind(self.env.globals, view)
-        labelled = False
+        named = template_names(lang, channel, kind)
+        shared.label(self._shared_template(lang, False))
         # plain-text parts first: the HTML part reuses what they kept in ``memo`` (see :class:`_Memo`)
-        for fld, name in sorted(template_names(lang, channel, kind), key=lambda part: is_html(part[1])):
-            template = self._templates.get(name)
-            if template is None:
-                try:
-                    template = self._templates[name] = self.env.get_template(name)
-                except TemplateNotFound as exc:
-                    missing = exc.name if isinstance(exc.name, str) else name
-                    raise MissingTemplate(name, f"template not found ({missing})") from None
-            if not labelled:
-                shared.label(self._shared_template(lang, False))
-                labelled = True
+        for fld, name in sorted(named, key=lambda part: is_html(part[1])):
+            try:
+                template = self._template(name)
+            except TemplateNotFound as exc:
+                missing = exc.name if isinstance(exc.name, str) else name
+                raise MissingTemplate(name, f"template not found ({missing})") from None
             variables["m"] = shared.module(self._shared_template(lang, is_html(name)))
             parts[fld] = _tidy(channel, fld, _render(template, variables), lang)
-        names = [name for _, name in template_names(lang, channel, kind)]
-        return Rendered(kind=kind, channel=channel, language=lang, templates=tuple(names), **parts)
+        return Rendered(kind=kind, channel=channel, language=lang, templates=tuple(n for _, n in named), **parts)
+
+    def _template(self, name: str) -> Any:
+        """The compiled template ``name``, looked up once (the files are not reloaded)."""
+        template = self._templates.get(name)
+        if template is None:
+            template = self._templates[name] = self.env.get_template(name)
+        return template
 
     def _shared_state(self) -> _Shared:
         state: _Shared | None = getattr(self._local, "shared", None)
@@ -773,13 +768,10 @@ class Renderer:
     def _shared_template(self, lang: str, html: bool) -> Any:
         """``{lang}/_common.j2`` (compiled in HTML mode for an HTML part): the macros every template sees as ``m``."""
         name = f"{lang}/{SHARED_TEMPLATE}" + (HTML_MODE if html else "")
-        template = self._templates.get(name)
-        if template is None:
-            try:
-                template = self._templates[name] = self.env.get_template(name)
-            except TemplateNotFound:
-                raise MissingTemplate(name, "template not found") from None
-        return template
+        try:
+            return self._template(name)
+        except TemplateNotFound:
+            raise MissingTemplate(name, "template not found") from None
 
     def view(self, alert_event: Mapping[str, Any], language: str | None = None) -> dict[str, Any]:
         """The variables a template sees for this alert (see templates/README.md)."""
@@ -906,11 +898,12 @@ class _Shared:
     rebound per message), as :attr:`Renderer._local` keeps it.
     """
 
-    __slots__ = ("modules", "variables")
+    __slots__ = ("labels", "modules", "variables")
 
     def __init__(self) -> None:
         self.variables: dict[str, Any] = {}
-        self.modules: dict[Any, Any] = {}
+        self.modules: dict[Any, Any] = {}  # shared template -> its module
+        self.labels: dict[Any, tuple[tuple[str, Macro], ...]] = {}  # shared template -> (X_label, label_X macro)
 
     def bind(self, globals_: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
         v = self.variables
@@ -928,12 +921,11 @@ class _Shared:
 
     def label(self, template: Any) -> None:
         """Bind ``X_label`` to the plain-text output of each ``label_X`` macro of ``template``'s module."""
-        mod = self.module(template)
-        labels = self.modules.get((template, "labels"))
+        labels = self.labels.get(template)
         if labels is None:
-            labels = self.modules[(template, "labels")] = tuple(
+            labels = self.labels[template] = tuple(
                 (f"{k[len(LABEL_PREFIX) :]}_label", v)
-                for k, v in sorted(vars(mod).items())
+                for k, v in sorted(vars(self.module(template)).items())
                 if k.startswith(LABEL_PREFIX) and isinstance(v, Macro)
             )
         v = self.variables

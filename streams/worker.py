@@ -182,8 +182,8 @@ class Worker:
         self.metrics.watch_calendar(config.calendar)
         self.metrics_port: int | None = None  # where /metrics is served (run_worker binds it); None: not served
         self._last_offset: dict[int, int] = {}  # events partition -> last offset processed
-        # matter key -> (batch, state) of states processed and not yet written (changelog, RocksDB) by the writer
-        self._unwritten: dict[bytes, tuple[_Batch, bytes]] = {}
+        # matter key -> the batch holding its newest state not yet written (changelog, RocksDB) by the writer
+        self._unwritten: dict[bytes, _Batch] = {}
         # matter key -> the decoded form of its stored state (the newest this worker wrote), least recent first;
         # only the owner of a partition writes its matters, so it stays valid until the partition is revoked
         self._state_cache: dict[bytes, MatterState] = {}
@@ -309,7 +309,7 @@ class Worker:
                 worker._catchup.pop(p_, None)
             worker.metrics.drop_partitions(parts)
             worker._state_cache.clear()  # another worker may change these matters now
-            for k_, (b_, _st) in list(worker._unwritten.items()):  # (none: Faust waited for every ack)
+            for k_, b_ in list(worker._unwritten.items()):  # (none: Faust waited for every ack)
                 if b_.states[k_][0].message.partition in parts:
                     del worker._unwritten[k_]
             for p_ in parts:
@@ -472,7 +472,7 @@ class Worker:
         def stored(key: bytes, partition: int) -> bytes | None:
             w = unwritten.get(key)
             if w is not None:
-                return w[1]
+                return w.states[key][1]
             if store is not None:  # the partition's own RocksDB, as Faust's table reads it (no sensors, no lookups)
                 value: bytes | None = store._db_for_partition(partition).get(key)
                 return value
@@ -528,7 +528,7 @@ class Worker:
                         metrics.rejected(result.error)
                     if result.state is not None and k is not None:
                         out.states[k] = (event, result.state)
-                        unwritten[k] = (out, result.state)
+                        unwritten[k] = out
                         if result.new_state is not None and cache_max > 0:  # the decoded form of what is stored
                             cache[k] = result.new_state
                             if len(cache) > cache_max:
@@ -549,7 +549,7 @@ class Worker:
         except BaseException:
             cache.clear()  # a state may have been changed in place without being stored
             for k in out.states:  # this batch is never written
-                if unwritten.get(k, (None,))[0] is out:
+                if unwritten.get(k) is out:
                     del unwritten[k]
             raise
         return out
@@ -586,11 +586,10 @@ class Worker:
                     _as_current(ev)
                     matters[k] = state
             unwritten = self._unwritten
-            ids = {id(b) for b in group}
-            for k in states:
-                w = unwritten.get(k)
-                if w is not None and id(w[0]) in ids:  # not replaced by a batch the writer has not taken yet
-                    del unwritten[k]
+            for b in group:
+                for k in b.states:
+                    if unwritten.get(k) is b:  # not replaced by a batch the writer has not taken yet
+                        del unwritten[k]
 
     async def _note_backlog(self) -> None:
         """Before the stream partitions resume: remember, per events partition, the last offset already in

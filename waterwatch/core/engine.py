@@ -545,16 +545,12 @@ def _native_outcome(
 
 COMPILED: Final = not hasattr(Alert, "__slots__")
 """Is this module compiled by mypyc (see waterwatch.core.native_status)?"""
-_new_alert: Final[Callable[..., Alert]] = _native_alert if COMPILED else _frozen_builder(Alert)
-"""``Alert(*fields)``, fast (see :func:`_frozen_builder`)."""
-_new_outcome: Final[Callable[..., Outcome]] = _native_outcome if COMPILED else _frozen_builder(Outcome)
-"""``Outcome(*fields)``, fast (see :func:`_frozen_builder`)."""
 if not COMPILED:
-    # The engine calls _native_alert / _native_outcome by name.  Compiled, those are direct native calls (the
-    # names are bound at compile time); as pure Python the module's globals are looked up at each call, so
-    # they are pointed at the faster builders here.
-    globals()["_native_alert"] = _new_alert
-    globals()["_native_outcome"] = _new_outcome
+    # The engine calls _native_alert / _native_outcome / _native_stage by name.  Compiled, those are direct
+    # native calls (the names are bound at compile time); as pure Python the module's globals are looked up at
+    # each call, so they are pointed at the faster builders here (see :func:`_frozen_builder`).
+    globals()["_native_alert"] = _frozen_builder(Alert)
+    globals()["_native_outcome"] = _frozen_builder(Outcome)
     globals()["_native_stage"] = _frozen_builder(Stage)
 
 
