@@ -12,6 +12,17 @@ partition its events and its stored state are on): ``set`` with another
 partition for the same matter adds a second entry rather than moving it.  A
 popped matter comes back into the index when the agent has processed it (with
 its next due instant), so a matter is never checked twice at once.
+
+Late work yields to what is coming due now (``pop_due_in`` with ``fresh``).
+When more is due on a partition than one check fires (a burst of 10,000
+deadlines in the same second, or the backlog of a worker that was down), the
+check would otherwise fire strictly earliest first, and every deadline that
+comes due while the backlog drains would wait behind all of it.  So matters
+late by more than ``fresh`` seconds are moved out of the partition's heap into
+its ``late`` heap, and a check fires the partition's fresh matters first, then
+late ones; at least a quarter of each check is late work while there is any,
+so the backlog always drains.  The backlog still drains at the same rate; only
+the order in which *different* matters fire changes, never what fires.
 """
 
 from __future__ import annotations
@@ -21,15 +32,15 @@ from collections.abc import Iterable
 
 
 class _Partition:
-    __slots__ = ("due", "heap")
+    __slots__ = ("due", "heap", "late")
 
     def __init__(self) -> None:
         self.due: dict[str, int] = {}  # matter -> due
         self.heap: list[tuple[int, str]] = []  # (due, matter), with stale entries skipped lazily
+        self.late: list[tuple[int, str]] = []  # (due, matter) moved out of ``heap`` as late; stale ones skipped too
 
-    def head(self) -> tuple[int, str] | None:
-        """The earliest current (due, matter), dropping stale heap entries on the way."""
-        heap, due = self.heap, self.due
+    def _current(self, heap: list[tuple[int, str]]) -> tuple[int, str] | None:
+        due = self.due
         while heap:
             d, m = heap[0]
             if due.get(m) == d:
@@ -37,9 +48,35 @@ class _Partition:
             heapq.heappop(heap)
         return None
 
+    def head(self) -> tuple[int, str] | None:
+        """The earliest current (due, matter), dropping stale entries on the way."""
+        a, b = self._current(self.heap), self._current(self.late)
+        if a is None or (b is not None and b < a):
+            return b
+        return a
+
+    def pop_head(self) -> tuple[int, str] | None:
+        """Remove and return the earliest current (due, matter)."""
+        head = self.head()
+        if head is not None:
+            heapq.heappop(self.late if self.late and self.late[0] == head else self.heap)
+            del self.due[head[1]]
+        return head
+
+    def pop_current(self, heap: list[tuple[int, str]], until: float, out: list[tuple[str, int]], limit: int) -> None:
+        """Move current (due, matter) of ``heap`` with due <= ``until`` to ``out`` as (matter, due), up to ``limit``."""
+        due = self.due
+        while heap and heap[0][0] <= until and len(out) < limit:
+            d, m = heapq.heappop(heap)
+            if due.get(m) != d:
+                continue  # superseded
+            del due[m]
+            out.append((m, d))
+
     def compact(self) -> None:
         self.heap = [(d, m) for m, d in self.due.items()]
         heapq.heapify(self.heap)
+        self.late = []
 
 
 class DeadlineIndex:
@@ -84,19 +121,40 @@ class DeadlineIndex:
         part.compact()  # one heapify instead of a push per matter
         return n
 
-    def pop_due_in(self, partition: int, now: float, limit: int = 10_000) -> list[tuple[str, int]]:
-        """Remove and return up to ``limit`` (matter, due) of one partition with due ≤ now, earliest first."""
+    def pop_due_in(self, partition: int, now: float, limit: int = 10_000, fresh: float | None = None,
+                   ) -> list[tuple[str, int]]:  # fmt: skip
+        """Remove and return up to ``limit`` (matter, due) of one partition with due ≤ now.
+
+        Without ``fresh``: earliest first.  With ``fresh`` (seconds): the matters due in ``(now - fresh, now]``
+        first, earliest first, then the late ones, earliest first; while late ones are left, at least a quarter
+        of ``limit`` goes to them (see the module's docstring)."""
         part = self._parts.get(partition)
         out: list[tuple[str, int]] = []
         if part is None:
             return out
-        heap, due = part.heap, part.due
-        while heap and heap[0][0] <= now and len(out) < limit:
-            d, m = heapq.heappop(heap)
-            if due.get(m) != d:
-                continue  # superseded
-            del due[m]
-            out.append((m, d))
+        if fresh is None:
+            while len(out) < limit:
+                head = part.head()
+                if head is None or head[0] > now:
+                    break
+                part.pop_head()
+                out.append((head[1], head[0]))
+            return out
+        heap, late, due = part.heap, part.late, part.due
+        cutoff = now - fresh
+        moved = 0
+        while heap and heap[0][0] <= cutoff:
+            if moved >= 16 * limit:  # a huge backlog (a worker that was down) moves over a few checks: until then,
+                return self.pop_due_in(partition, now, limit)  # nothing is fresh before it, earliest first
+            entry = heapq.heappop(heap)
+            if due.get(entry[1]) == entry[0]:
+                heapq.heappush(late, entry)
+                moved += 1
+        behind: list[tuple[str, int]] = []
+        part.pop_current(late, now, behind, max(1, limit // 4))
+        part.pop_current(heap, now, out, limit - len(behind))
+        part.pop_current(late, now, behind, limit - len(out))
+        out.extend(behind)
         return out
 
     def due_partitions(self, now: float) -> list[tuple[int, str, int]]:
@@ -120,9 +178,7 @@ class DeadlineIndex:
             if best is None:
                 break
             d, m, p = best
-            part = self._parts[p]
-            heapq.heappop(part.heap)
-            del part.due[m]
+            self._parts[p].pop_head()
             out.append((m, p, d))
         return out
 

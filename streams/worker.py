@@ -68,7 +68,10 @@ class WorkerSettings:
     web_port: int = 6066
     timer_interval: float = 0.1
     batch_max: int = 500  # records processed (and their alerts flushed) together at most
-    check_limit: int = 2000  # due matters one check command fires at most (the next tick sends another)
+    check_limit: int = 200  # due matters one check command fires at most (the next tick sends another)
+    # a partition's matters due within this many seconds go before its older, late ones (a burst of late work
+    # yields to what is coming due now; at least a quarter of each check is late work): see deadlines.py
+    check_fresh: float = 0.5
     check_resend: float = 1.0  # seconds before a partition's unanswered check command is sent again
     producer_linger: float = 0.005  # seconds the producer waits to batch records (changelog, alerts) per request
     write_ahead: int = 2000  # records processed before the writer has made the earlier ones durable, at most
@@ -509,7 +512,7 @@ class Worker:
                     if partition in self._catchup:
                         continue  # the tick sends another once the partition's backlog of events is processed
                     self._check_sent.pop(partition, None)
-                    for matter_id, _due in index.pop_due_in(partition, now, s.check_limit):
+                    for matter_id, _due in index.pop_due_in(partition, now, s.check_limit, s.check_fresh):
                         mkey = matter_id.encode()
                         cached = cache.pop(mkey, None)
                         raw = stored(mkey, partition) if cached is None else None

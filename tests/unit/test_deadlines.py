@@ -162,13 +162,64 @@ def test_load_adds_many_at_once_and_leaves_skipped_matters_alone() -> None:
     assert idx.drop_partitions({4}) == 0 and len(idx) == 0
 
 
+def test_a_burst_of_late_matters_yields_to_fresh_ones_and_still_drains() -> None:
+    """A check fires at most ``limit`` matters: those coming due now go before a backlog of late ones, and at
+    least a quarter of each check is backlog, so it drains; nothing fires twice or is lost (bench_worker_firelag:
+    the deadlines due while a burst of 10,000 drains)."""
+    idx = DeadlineIndex()
+    for i in range(1000):
+        idx.set(f"burst{i:04}", 0, 100)  # 1,000 due in the same second
+    idx.set("other-partition", 1, 100)
+    first = idx.pop_due_in(0, 100.0, limit=200, fresh=0.5)
+    assert [m for m, _ in first] == [f"burst{i:04}" for i in range(200)]  # none late yet: earliest first
+    fired = [m for m, _ in first]
+    for step in range(1, 8):
+        now = 100 + step
+        idx.set(f"spread{step}", 0, now)  # coming due right now
+        idx.set(f"future{step}", 0, 10_000)
+        names = [m for m, _ in idx.pop_due_in(0, now, limit=200, fresh=0.5)]
+        assert names[0] == f"spread{step}"  # before the whole late burst
+        burst = [m for m in names if m.startswith("burst")]
+        assert names[1:] == burst and burst == sorted(burst)  # then the backlog, earliest (then by id) first
+        assert len(names) == min(200, 1 + 1000 - (len(fired) - (step - 1)))
+        fired += names
+    assert sorted(m for m in fired if m.startswith("burst")) == [f"burst{i:04}" for i in range(1000)]
+    assert len(fired) == len(set(fired)) == 1000 + 7  # nothing twice, nothing lost
+    assert idx.pop_due_in(1, 100) == [("other-partition", 100)]  # other partitions untouched
+
+
+def test_fresh_matters_leave_a_quarter_of_a_check_to_the_backlog() -> None:
+    idx = DeadlineIndex()
+    for i in range(100):
+        idx.set(f"late{i:03}", 0, 10)
+        idx.set(f"fresh{i:03}", 0, 50)
+    got = [m for m, _ in idx.pop_due_in(0, 50.0, limit=40, fresh=5)]
+    assert got == [f"fresh{i:03}" for i in range(30)] + [f"late{i:03}" for i in range(10)]
+
+
+def test_a_late_backlog_is_moved_aside_a_bounded_amount_per_check() -> None:
+    idx = DeadlineIndex()
+    for i in range(5000):
+        idx.set(f"m{i}", 0, i)
+    got = idx.pop_due_in(0, 10_000.0, limit=10, fresh=0.5)
+    assert [m for m, _ in got] == [f"m{i}" for i in range(10)]  # all late: earliest first
+    part = idx._parts[0]
+    assert len(part.late) <= 16 * 10  # the rest stays in the heap until later checks
+    assert len(idx) == 4990 and idx.next_due() == 10
+    rest = idx.pop_due_in(0, 10_000.0, limit=10**6, fresh=0.5)
+    assert [m for m, _ in rest] == [f"m{i}" for i in range(10, 5000)]
+
+
 # ------------------------------------------------------------- model based
+
+FRESH = 5  # seconds: pop_fresh's window
 
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("set"), st.sampled_from("abcdef"), st.none() | st.integers(0, 50)),
         st.tuples(st.just("pop"), st.integers(0, 60), st.integers(1, 4)),
         st.tuples(st.just("pop_in"), st.integers(0, 3), st.integers(0, 60), st.integers(1, 4)),
+        st.tuples(st.just("pop_fresh"), st.integers(0, 3), st.integers(0, 8), st.integers(1, 6)),
         st.tuples(st.just("drop"), st.sets(st.integers(0, 7), max_size=3)),
         st.tuples(st.just("clear")),
     ),
@@ -185,6 +236,7 @@ def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  
     """
     idx = DeadlineIndex()
     model: dict[str, tuple[int, int]] = {}  # matter -> (due, partition)
+    clock = 0  # the worker's clock for pop_fresh: it only moves forward
     for op in ops:
         if op[0] == "set":
             _, m, due = op
@@ -205,6 +257,19 @@ def test_the_index_behaves_like_a_dict_of_next_dues(ops: list[tuple]) -> None:  
             _, part, now, limit = op
             got_in = idx.pop_due_in(part, now, limit=limit)
             expected = sorted((due, m) for m, (due, p) in model.items() if due <= now and p == part)[:limit]
+            assert [(d, m) for m, d in got_in] == expected
+            for m, due in got_in:
+                assert model.pop(m) == (due, part)
+        elif op[0] == "pop_fresh":  # fresh matters first, then late ones, a quarter of the limit kept for late ones
+            _, part, advance, limit = op
+            clock += advance
+            got_in = idx.pop_due_in(part, clock, limit=limit, fresh=FRESH)
+            due_now = sorted((due, m) for m, (due, p) in model.items() if due <= clock and p == part)
+            late = [e for e in due_now if e[0] <= clock - FRESH]
+            fresh = [e for e in due_now if e[0] > clock - FRESH]
+            reserved = min(len(late), max(1, limit // 4))
+            taken = fresh[: limit - reserved]
+            expected = taken + late[: limit - len(taken)]
             assert [(d, m) for m, d in got_in] == expected
             for m, due in got_in:
                 assert model.pop(m) == (due, part)
