@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,15 +26,36 @@ from waterwatch.events import MAX_EVENT_BYTES, EventError, parse_event
 class Result:
     """What to write after one record."""
 
-    state: bytes | None = None  # new state to store (None: leave the table alone)
+    state: bytes | None = None  # new state to store (None: leave the table alone; with ``encode=False``: see new_state)
     alerts: list[Alert] = field(default_factory=list)
     deadletter: bytes | None = None
     error: str | None = None  # dead-letter error class, for metrics
     duplicate: bool = False
     next_due: int | None = None
     matter_id: str | None = None
-    new_state: MatterState | None = None  # the state written (for metrics; do not mutate)
+    # the state written (for metrics; do not mutate); with ``encode=False`` set instead of ``state`` when one is
+    # to be stored: the caller encodes it (``encode_state(new_state, next_due, tag)``)
+    new_state: MatterState | None = None
     decided: list[Outcome] = field(default_factory=list)  # deadlines this record decided (met/missed)
+
+
+def _compact_dumps() -> Callable[[Any], str]:
+    """``json.dumps(o, ensure_ascii=False, separators=(",", ":"))``, byte for byte, without building an encoder
+    per call and without the circular-reference bookkeeping (states are trees): the C encoder made once."""
+    enc = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the plain encoder
+        return enc.encode
+    c = make(None, enc.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    join = "".join
+
+    def dumps(o: Any) -> str:
+        return join(c(o, 0))
+
+    return dumps
+
+
+_dumps = _compact_dumps()
 
 
 def encode_state(state: MatterState, next_due: int | None = None, tag: str | None = None) -> bytes:
@@ -43,7 +66,7 @@ def encode_state(state: MatterState, next_due: int | None = None, tag: str | Non
     configuration the due was computed with (``streams.worker.config_tag``),
     so a state written under another policy or time scale is decoded instead.
     """
-    body = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    body = _dumps(state.to_dict()).encode()
     if tag is None:
         return body
     return b"#%s %s\n%s" % (b"-" if next_due is None else str(next_due).encode(), tag.encode(), body)
@@ -76,7 +99,7 @@ def stored_next_due(raw: bytes, tag: bytes) -> tuple[bool, int | None]:
 
 
 def encode_alert(alert: Alert) -> bytes:
-    return json.dumps(alert.to_event(), ensure_ascii=False, separators=(",", ":")).encode()
+    return _dumps(alert.to_event()).encode()
 
 
 def encode_check(matter_id: str, due: int, version: int = 0, clock: str = "", stage: str = "") -> bytes:
@@ -120,11 +143,15 @@ class Processor:
     def on_event(
         self, key: bytes | None, value: bytes | None, *, topic: str, partition: int | None,
         offset: int | None, stored: bytes | None, now: float, cached: MatterState | None = None,
+        encode: bool = True,
     ) -> Result:  # fmt: skip
         """One record of ``waterwatch.events``; never raises for any input.
 
         ``cached``: the decoded form of the matter's stored state, used instead of decoding ``stored`` (the
-        worker keeps the states it wrote).  It may be changed in place: keep only ``Result.new_state``.
+        worker keeps the states it wrote).  It may be changed in place: keep only ``Result.new_state``.  A
+        record that stores no state (a duplicate, a record rejected before its matter's state is read) leaves
+        it unchanged.  ``encode=False``: the state to store is left in ``Result.new_state`` (``state`` None),
+        for a caller that stores only the newest of several (the worker, once per matter and batch).
         """
         raw = value if value is not None else b""
 
@@ -169,18 +196,20 @@ class Processor:
                 more = self.engine.advance(new_state, int(now), copy=False)
                 result.alerts += more.alerts
                 due = self.engine.next_due(new_state)
-            result.state = encode_state(new_state, due, self.state_tag)
+            if encode:
+                result.state = encode_state(new_state, due, self.state_tag)
             result.next_due = due
             result.new_state = new_state
             result.decided = _decided(new_state, outcomes_before)
         return result
 
     def on_check(
-        self, key: bytes | None, stored: bytes | None, *, now: float, cached: MatterState | None = None
-    ) -> Result:
+        self, key: bytes | None, stored: bytes | None, *, now: float, cached: MatterState | None = None,
+        encode: bool = True,
+    ) -> Result:  # fmt: skip
         """A check command from the timer: fire whatever of this matter is due by ``now``.
 
-        ``cached``: as for :meth:`on_event`."""
+        ``cached``, ``encode``: as for :meth:`on_event` (a check with nothing due leaves ``cached`` unchanged)."""
         if key is None or (stored is None and cached is None):
             return Result()
         try:
@@ -195,7 +224,7 @@ class Processor:
         step = self.engine.advance(state, int(now), copy=False)
         assert step.state is not None
         nxt = self.engine.next_due(step.state)
-        return Result(state=encode_state(step.state, nxt, self.state_tag), alerts=step.alerts,
+        return Result(state=encode_state(step.state, nxt, self.state_tag) if encode else None, alerts=step.alerts,
                       next_due=nxt, matter_id=state.matter_id,
                       new_state=step.state, decided=_decided(step.state, outcomes_before))  # fmt: skip
 

@@ -35,7 +35,15 @@ from kafka.partitioner.default import murmur2
 
 from streams import faust_fixes
 from streams.deadlines import DeadlineIndex
-from streams.processor import Processor, Result, decode_state, encode_alert, encode_check, stored_next_due
+from streams.processor import (
+    Processor,
+    Result,
+    decode_state,
+    encode_alert,
+    encode_check,
+    encode_state,
+    stored_next_due,
+)
 from waterwatch import __version__
 from waterwatch.core.config import Config
 from waterwatch.core.engine import Alert, MatterState
@@ -52,9 +60,9 @@ TABLE = "matters"
 class _Batch:
     """A processed batch, until the writer has made it durable and acked its records."""
 
-    records: list[Any]
+    records: list[Any]  # Faust's ConsumerMessage of each record, in order
     sends: list[Awaitable[Any]] = field(default_factory=list)  # alerts and dead letters sent
-    states: dict[bytes, tuple[Any, bytes]] = field(default_factory=dict)  # key -> (record, newest state)
+    states: dict[bytes, tuple[Any, bytes]] = field(default_factory=dict)  # key -> (message, newest state)
     alerts: list[Alert] = field(default_factory=list)
     timer_alerts: list[Alert] = field(default_factory=list)  # fired by check commands (fire lag)
 
@@ -76,6 +84,7 @@ class WorkerSettings:
     producer_linger: float = 0.005  # seconds the producer waits to batch records (changelog, alerts) per request
     write_ahead: int = 2000  # records processed before the writer has made the earlier ones durable, at most
     write_linger: float = 0.01  # seconds the writer waits for more batches to join a group (fewer requests)
+    inbox_max: int = 4000  # records fetched and not yet taken by the agent before the fetcher waits
     state_cache: int = 10_000  # decoded states of recently changed matters kept (0: decode every stored state)
     rocksdb_block_cache_mb: int = 8
     rocksdb_write_buffer_mb: int = 4
@@ -151,10 +160,17 @@ def config_tag(config: Config) -> str:
     return h.hexdigest()[:10]
 
 
-def _as_current(event: Any) -> None:
-    """Make ``event`` Faust's current event, as during its own iteration step: the table reads and writes the
-    store and changelog partition of that event's message (batches write after the whole batch is done)."""
+def _as_current(app: faust.App, message: Any) -> None:
+    """Make ``message`` Faust's current event, as during its own iteration step: the table reads and writes the
+    store and changelog partition of that message (batches write after the whole batch is done).  Only when the
+    table is not RocksDB-backed (then the worker uses Faust's own table writes)."""
+    event = faust.Event(app, message.key, message.value, message.headers, message)
     _current_event.set(weakref.ref(event))
+    _CURRENT.append(event)  # the context holds a weak reference: keep the newest alive
+    del _CURRENT[:-1]
+
+
+_CURRENT: list[Any] = []
 
 
 class Worker:
@@ -244,6 +260,9 @@ class Worker:
             },
         )
         self.matters = matters
+        # the agent's topics skip Faust's per-message delivery (streams/faust_fixes.py: BatchInbox)
+        self._inbox = faust_fixes.BatchInbox({s.events_topic, s.clock_topic}, limit=max(s.inbox_max, s.batch_max))
+        faust_fixes.install_batch_delivery(app, self._inbox)
         self.alerts_topic, self.clock_topic, self.deadletter_topic = alerts, clock, deadletter
         worker = self
 
@@ -313,7 +332,7 @@ class Worker:
             worker.metrics.drop_partitions(parts)
             worker._state_cache.clear()  # another worker may change these matters now
             for k_, b_ in list(worker._unwritten.items()):  # (none: Faust waited for every ack)
-                if b_.states[k_][0].message.partition in parts:
+                if b_.states[k_][0].partition in parts:
                     del worker._unwritten[k_]
             for p_ in parts:
                 worker._last_offset.pop(p_, None)
@@ -348,27 +367,36 @@ class Worker:
         self.metrics.consumer_lag_messages(self.settings.events_topic, total)
 
     async def _consume(self, stream: Any) -> None:
-        """The agent's loop: a reader task takes records off the stream into a buffer; this loop processes the
-        buffer in batches (up to ``batch_max``) and hands each processed batch to a writer task, which makes
-        it durable (alerts acknowledged, then states written) and acks its records.
+        """The agent's loop: processes the records of its two topics in batches (up to ``batch_max``) and hands
+        each processed batch to a writer task, which makes it durable (alerts acknowledged, then states written)
+        and acks its records.
 
-        No record the stream has handed out ever waits for another one to arrive.  Faust waits, before it gives
-        partitions up (a rebalance) or stops, until every record handed out is acked, and it empties the agent's
-        queue at that moment; a batch held "because more was queued" (the former loop: ``qsize() > 0``, then
-        wait for the next record) was then never completed, and the worker hung until it was killed.  Here the
-        reader hands every record over at once, the batch loop processes whatever it has without waiting, and
-        the writer completes every batch handed to it on its own.
+        The records come from the batch inbox (``faust_fixes.BatchInbox``: the fetcher appends each fetched
+        batch as Faust ``ConsumerMessage`` objects, without Faust's per-message event, queue and stream step);
+        ``inbox.take`` tracks them as unacked in Faust's consumer as the stream iterator would.  A reader task
+        still iterates the agent's stream: records Faust delivers the usual way (none while the batch delivery
+        is installed) are processed too, and the stream's end (Faust stops the agent) ends this loop.
+
+        No record taken ever waits for another one to arrive.  Faust waits, before it gives partitions up (a
+        rebalance) or stops, until every record handed out is acked, and it empties the agent's queues (and the
+        inbox) at that moment; a batch held "because more was queued" was then never completed, and the worker
+        hung until it was killed.  Here the loop processes whatever it has without waiting, and the writer
+        completes every batch handed to it on its own.
 
         The writer works on all the batches waiting for it at once (a group commit): one wait for all their
-        alerts, one changelog write per changed matter, one RocksDB write batch per partition.  Meanwhile the
-        loop processes the next records, reading states not yet written from ``self._unwritten``; it stops
-        for the writer when ``write_ahead`` records are processed but not yet written.
+        alerts, one changelog write per changed matter, one RocksDB write batch per partition, then one
+        ``Consumer.ack`` per record.  Meanwhile the loop processes the next records, reading states not yet
+        written from ``self._unwritten``; it stops for the writer when ``write_ahead`` records are processed but
+        not yet written.
         """
         limit = self.settings.batch_max
         ahead_max = max(limit, self.settings.write_ahead)
         linger = self.settings.write_linger
-        buf: list[Any] = []
-        arrived = asyncio.Event()  # buf got a record, or the reader or the writer ended
+        app = self.app
+        inbox = self._inbox
+        consumer_ack = app.consumer.ack
+        buf: list[Any] = []  # messages of events the stream delivered (Faust's own path)
+        arrived = inbox.arrived  # buf or the inbox got a record, or the reader or the writer ended
         room = asyncio.Event()  # buf has fewer than ``limit`` records
         room.set()
         queued: list[_Batch] = []  # processed batches the writer has not taken yet
@@ -379,7 +407,7 @@ class Worker:
 
         async def read() -> None:
             async for event in stream.events():
-                buf.append(event)
+                buf.append(event.message)  # tracked by the stream already
                 arrived.set()
                 if len(buf) >= limit:
                     room.clear()
@@ -400,14 +428,24 @@ class Worker:
                 del queued[:]
                 await self._complete(group)
                 for b in group:
-                    for ev in b.records:
-                        await stream.ack(ev)
+                    for m in b.records:  # their states are durable: the offsets may be committed
+                        consumer_ack(m)
                     ahead -= len(b.records)
                 written.set()
 
         def ended(_: Any) -> None:
             arrived.set()
             written.set()
+
+        def take() -> list[Any]:
+            batch = buf[:limit]
+            del buf[:limit]
+            if buf:
+                return batch
+            room.set()
+            if len(batch) < limit and inbox.items and not reader.done():  # (stopping: nothing more from the inbox)
+                batch += inbox.take(limit - len(batch), app)
+            return batch
 
         self._unwritten.clear()
         self._state_cache.clear()  # (a restarted agent: what a failed writer did not store may be in it)
@@ -420,8 +458,8 @@ class Worker:
                 if writer.done():
                     writer.result()  # the writer failed: raise what it raised (the agent crashes)
                     raise RuntimeError("the state writer ended")
-                if not buf:
-                    if reader.done():
+                if not buf and (not inbox.items or reader.done()):
+                    if reader.done():  # the agent stops: complete what was processed, take nothing more
                         reader.result()  # what ended the stream, if it raised
                         closing = True
                         wake.set()
@@ -434,9 +472,9 @@ class Worker:
                     written.clear()
                     await written.wait()
                     continue
-                batch = buf[:limit]
-                del buf[:limit]
-                room.set()
+                batch = take()
+                if not batch:  # stale records dropped
+                    continue
                 queued.append(await self._process_batch(batch))
                 ahead += len(batch)
                 wake.set()
@@ -481,14 +519,26 @@ class Worker:
                 return value
             return matters.get(key)
 
+        # matter key -> (message, newest state, its due) of the matters this batch changed: each is encoded once,
+        # at the end of the batch (a matter's records often come together; intermediate states are never stored)
+        pending: dict[bytes, tuple[Any, MatterState, int | None]] = {}
+
+        def lookup(key: bytes, partition: int) -> tuple[bytes | None, MatterState | None]:
+            """(stored bytes, decoded state) of a matter: this batch's newest, a kept one, or the stored bytes."""
+            p = pending.get(key)
+            if p is not None:
+                cache.pop(key, None)  # (re-added if this record stores a state)
+                return None, p[1]
+            cached = cache.pop(key, None)
+            return (stored(key, partition) if cached is None else None), cached
+
         try:
-            for event in batch:
-                msg = event.message
-                key: bytes | None = event.key
+            for msg in batch:
+                key: bytes | None = msg.key
                 partition = msg.partition
                 now = s.now()
                 if store is None:
-                    _as_current(event)
+                    _as_current(self.app, msg)
                 results: list[tuple[bytes | None, Result, bool]]
                 if msg.topic == events_topic:
                     counters["events"] += 1
@@ -497,13 +547,10 @@ class Worker:
                     if self._catchup and msg.offset >= self._catchup.get(partition, msg.offset + 1):
                         del self._catchup[partition]  # backlog done: checks of this partition fire again
                         self._check_sent.pop(partition, None)
-                    if key is None:
-                        raw, cached = None, None
-                    else:
-                        cached = cache.pop(key, None)
-                        raw = stored(key, partition) if cached is None else None
-                    result = processor.on_event(key, event.value, topic=msg.topic, partition=partition,
-                                                offset=msg.offset, stored=raw, now=now, cached=cached)  # fmt: skip
+                    raw, cached = (None, None) if key is None else lookup(key, partition)
+                    result = processor.on_event(key, msg.value, topic=msg.topic, partition=partition,
+                                                offset=msg.offset, stored=raw, now=now, cached=cached,
+                                                encode=False)  # fmt: skip
                     results = [(key, result, False)]
                 else:
                     counters["checks"] += 1
@@ -514,9 +561,9 @@ class Worker:
                     self._check_sent.pop(partition, None)
                     for matter_id, _due in index.pop_due_in(partition, now, s.check_limit, s.check_fresh):
                         mkey = matter_id.encode()
-                        cached = cache.pop(mkey, None)
-                        raw = stored(mkey, partition) if cached is None else None
-                        results.append((mkey, processor.on_check(mkey, raw, now=now, cached=cached), True))
+                        raw, cached = lookup(mkey, partition)
+                        results.append((mkey, processor.on_check(mkey, raw, now=now, cached=cached, encode=False),
+                                        True))  # fmt: skip
                 for k, result, timer in results:
                     for alert in result.alerts:  # keyed by matter: Kafka's default partitioner, as Topic.send
                         out.sends.append(await producer.send(alerts_name, alert.matter_id.encode(),
@@ -529,10 +576,9 @@ class Worker:
                         out.sends.append(await producer.send(deadletter_name, k, result.deadletter, None, None, None))
                         counters["deadletters"] += 1
                         metrics.rejected(result.error)
-                    if result.state is not None and k is not None:
-                        out.states[k] = (event, result.state)
-                        unwritten[k] = out
-                        if result.new_state is not None and cache_max > 0:  # the decoded form of what is stored
+                    if result.new_state is not None and k is not None:  # a state to store
+                        pending[k] = (msg, result.new_state, result.next_due)
+                        if cache_max > 0:  # the decoded form of what is stored
                             cache[k] = result.new_state
                             if len(cache) > cache_max:
                                 del cache[next(iter(cache))]  # the least recently used
@@ -549,6 +595,12 @@ class Worker:
                         index.set(result.matter_id, partition, result.next_due)
                         if touched is not None:
                             touched.add(result.matter_id)
+            # the newest state of each changed matter, encoded now that the batch is done (no await between
+            # this and the hand-over to the writer: no later record can have changed them)
+            tag = processor.state_tag
+            for k, (m, st, due) in pending.items():
+                out.states[k] = (m, encode_state(st, due, tag))
+                unwritten[k] = out
         except BaseException:
             cache.clear()  # a state may have been changed in place without being stored
             for k in out.states:  # this batch is never written
@@ -586,7 +638,7 @@ class Worker:
             else:
                 matters = self.matters
                 for k, (ev, state) in states.items():
-                    _as_current(ev)
+                    _as_current(self.app, ev)
                     matters[k] = state
             unwritten = self._unwritten
             for b in group:
@@ -647,7 +699,7 @@ class Worker:
         parts: list[int] = []
         futs: list[Awaitable[Any]] = []
         for k, (ev, state) in written.items():
-            partition = ev.message.partition
+            partition = ev.partition
             parts.append(partition)
             futs.append(await producer.send(topic, k, state, partition, None, None))
         acked = await asyncio.gather(*futs)
