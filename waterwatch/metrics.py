@@ -446,6 +446,12 @@ class WorkerMetrics(_Metrics):
         # open matters: matter id -> (label set it is counted under, partition)
         self._open: dict[str, tuple[tuple[str, str, str, str], int | None]] = {}
         self._interned: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+        # children of the per-record series by label values (``labels()`` costs ~3 us a call: hot path); no series
+        # of these metrics is ever removed, so a child kept stays the one the registry exposes
+        self._open_children: dict[tuple[str, ...], Any] = {}
+        self._deadline_children: dict[tuple[str, ...], Any] = {}
+        self._accept_children: dict[str, Any] = {}
+        self._resolve_children: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> WorkerMetrics:
@@ -546,14 +552,20 @@ class WorkerMetrics(_Metrics):
                 if prev[1] != partition:
                     self._open[mid] = (labels, partition)
                 return
-            self.open_matters.labels(*prev[0]).dec()
-        self.open_matters.labels(*labels).inc()
+            self._open_child(prev[0]).dec()
+        self._open_child(labels).inc()
         self._open[mid] = (labels, partition)
+
+    def _open_child(self, labels: tuple[str, ...]) -> Any:
+        child = self._open_children.get(labels)
+        if child is None:
+            child = self._open_children[labels] = self.open_matters.labels(*labels)
+        return child
 
     def reset_open(self) -> None:
         """Forget every open matter (the gauge's series stay, at zero)."""
         for labels, _p in self._open.values():
-            self.open_matters.labels(*labels).dec()
+            self._open_child(labels).dec()
         self._open.clear()
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
@@ -571,7 +583,7 @@ class WorkerMetrics(_Metrics):
     def _untrack(self, matter_id: str) -> None:
         prev = self._open.pop(matter_id, None)
         if prev is not None:
-            self.open_matters.labels(*prev[0]).dec()
+            self._open_child(prev[0]).dec()
 
     def _count_outcomes(self, old: MatterState | None, new: MatterState) -> None:
         if new.outcomes:
@@ -583,15 +595,25 @@ class WorkerMetrics(_Metrics):
         ``state_changed`` calls this; a caller that already knows which
         outcomes are new calls it directly, with :meth:`track` for the gauge.
         """
+        deadline_children = self._deadline_children
         for o in outcomes:
-            unit, rule = self.unit(o.unit), self.rule(o.rule)
-            family = clock_family(o.clock)
-            self.deadlines.labels(unit, rule, self.clock(family), "met" if o.met else "breached").inc()
-            seconds = max(0, o.stopped - o.start)
-            if family == "accept":
-                self.time_to_accept.labels(unit).observe(seconds)
-            elif family in RESOLVE_CLOCKS:
-                self.time_to_resolve.labels(rule).observe(seconds)
+            key = (o.unit, o.rule, o.clock, o.met)
+            found = deadline_children.get(key)
+            if found is None:  # the label values of these raw values, once
+                unit, rule = self.unit(o.unit), self.rule(o.rule)
+                family = clock_family(o.clock)
+                duration = None
+                if family == "accept":
+                    duration = self._accept_children.get(unit) or self.time_to_accept.labels(unit)
+                    self._accept_children[unit] = duration
+                elif family in RESOLVE_CLOCKS:
+                    duration = self._resolve_children.get(rule) or self.time_to_resolve.labels(rule)
+                    self._resolve_children[rule] = duration
+                counter = self.deadlines.labels(unit, rule, self.clock(family), "met" if o.met else "breached")
+                found = deadline_children[key] = (counter, duration)
+            found[0].inc()
+            if found[1] is not None:
+                found[1].observe(max(0, o.stopped - o.start))
 
 
 def newly_decided(before: Sequence[Outcome] | None, after: Sequence[Outcome]) -> list[Outcome]:
