@@ -171,10 +171,16 @@ class Clock:
     extensions: list[tuple[int, int]] = field(default_factory=list)  # (granted at, new due)
     kind: str = "deadline"  # deadline, window, notice, once, recurring, overdue_only
     sched: tuple[tuple[int, int, Stage], ...] | None = field(default=None, repr=False, compare=False)
-    # Derived cache: the next stage of the current schedule as (instant, prototype), (None, None)
-    # when none is left; None = not known.  The engine resets it whenever ``fired`` or the
-    # version changes (Engine._find_next fills it).
-    nxt: tuple[int | None, Stage | None] | None = field(default=None, repr=False, compare=False)
+    # Derived cache: the next stage of the current schedule, valid while ``nxt_known``: its instant
+    # ``nxt_at`` and prototype ``nxt_stage``, or ``nxt_stage`` None when none is left.  The engine
+    # resets it whenever ``fired`` or the version changes (Engine._find_next fills it).  Three fields
+    # instead of one ``(instant, prototype)`` tuple: compiled, ``nxt_at`` is a machine integer inside
+    # the clock, so looking for a matter's next stage reads no tuple and no boxed int per clock (each a
+    # likely cache miss at 200,000 matters; docs/decisions/0008-core-throughput.md).  ``nxt`` gives the
+    # old tuple form.
+    nxt_at: int = field(default=0, repr=False, compare=False)
+    nxt_stage: Stage | None = field(default=None, repr=False, compare=False)
+    nxt_known: bool = field(default=False, repr=False, compare=False)
 
     # Written out (dataclass keeps a class's own __init__): compiled by mypyc, it sets the fields natively;
     # the one dataclass generates would run as interpreted Python (docs/decisions/0008-core-throughput.md).
@@ -202,12 +208,32 @@ class Clock:
         self.extensions = [] if extensions is None else extensions
         self.kind = kind
         self.sched = sched
-        self.nxt = nxt
+        if nxt is None:
+            self.nxt_at = 0
+            self.nxt_stage = None
+            self.nxt_known = False
+        else:
+            self.nxt_at = nxt[0] or 0
+            self.nxt_stage = nxt[1]
+            self.nxt_known = True
+
+    @property
+    def nxt(self) -> tuple[int | None, Stage | None] | None:
+        """The next stage as ``(instant, prototype)``, ``(None, None)`` when none is left, None if not known."""
+        if not self.nxt_known:
+            return None
+        if self.nxt_stage is None:
+            return _NO_NEXT
+        return (self.nxt_at, self.nxt_stage)
 
     def copy(self) -> Clock:
-        return Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
-                     self.version, self.fired, self.armed_at, self.original_due, self.stopped,
-                     self.outcome, self.unit, list(self.extensions), self.kind, self.sched, self.nxt)  # fmt: skip
+        c = Clock(self.name, self.rule, self.start, self.due, self.limit, self.counts,
+                  self.version, self.fired, self.armed_at, self.original_due, self.stopped,
+                  self.outcome, self.unit, list(self.extensions), self.kind, self.sched)  # fmt: skip
+        c.nxt_at = self.nxt_at
+        c.nxt_stage = self.nxt_stage
+        c.nxt_known = self.nxt_known
+        return c
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +295,12 @@ class MatterState:
     # Derived, not serialized: the earliest due stage, valid while next_known is True.
     next_at: int | None = field(default=None, repr=False, compare=False)
     next_known: bool = field(default=False, repr=False, compare=False)
+    # The replay's bookkeeping (waterwatch.core.replay.Replayer), not serialized: ``queued`` while the matter
+    # is in its queue of due matters, at instant ``queue_at``.  Kept here rather than in a dict keyed by
+    # matter id: a look-up in a dict of 200,000 ids touches its tables and the stored id string, each a
+    # likely cache miss; the state is touched anyway.
+    queue_at: int = field(default=0, repr=False, compare=False)
+    queued: bool = field(default=False, repr=False, compare=False)
 
     # written out for mypyc, as Clock.__init__
     def __init__(
@@ -292,6 +324,8 @@ class MatterState:
         self.outcomes_total = outcomes_total
         self.next_at = next_at
         self.next_known = next_known
+        self.queue_at = 0
+        self.queued = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -850,17 +884,19 @@ class Engine:
         """The earliest instant (POSIX seconds) at which a stage of this matter is due."""
         if state.next_known:
             return state.next_at
-        best: int | None = None
+        best = 0
+        found = False
         for clock in state.clocks.values():
             if clock.stopped is not None:
                 continue
-            nxt = clock.nxt
-            if nxt is None:
-                nxt = self._find_next(clock)
-            at = nxt[0]
-            if at is not None and (best is None or at < best):
-                best = at
-        return best
+            if not clock.nxt_known:
+                self._find_next(clock)
+            if clock.nxt_stage is not None:
+                at = clock.nxt_at
+                if not found or at < best:
+                    best = at
+                    found = True
+        return best if found else None
 
     def schedule(self, state: MatterState, clock: Clock) -> tuple[Stage, ...]:
         """All stages of a clock's current version, in time order."""
@@ -876,19 +912,25 @@ class Engine:
                 return []
         clocks = state.clocks
         # Most calls fire nothing: find the earliest stage first, and loop only if it is due.
-        earliest: int | None = None
+        # (``earliest`` is meaningful only when ``found``: machine integers when compiled, not boxed ints.)
+        earliest = 0
+        found = False
         for clock in clocks.values():
             if clock.stopped is None:
-                at = (clock.nxt or self._find_next(clock))[0]
-                if at is not None and (earliest is None or at < earliest):
-                    earliest = at
-        if earliest is None or earliest > until or (strict and earliest == until):
-            state.next_at = earliest
+                if not clock.nxt_known:
+                    self._find_next(clock)
+                if clock.nxt_stage is not None:
+                    at = clock.nxt_at
+                    if not found or at < earliest:
+                        earliest = at
+                        found = True
+        if not found or earliest > until or (strict and earliest == until):
+            state.next_at = earliest if found else None
             state.next_known = True
             return []
         alerts: list[Alert] = []
         while True:
-            earliest = None
+            found = False
             best_at = 0
             best_stage: Stage | None = None
             best_clock: Clock | None = None
@@ -896,30 +938,31 @@ class Engine:
             for clock in clocks.values():
                 if clock.stopped is not None:
                     continue
-                nxt = clock.nxt
-                if nxt is None:
-                    nxt = self._find_next(clock)
-                at = nxt[0]
-                if at is None:
+                if not clock.nxt_known:
+                    self._find_next(clock)
+                stage = clock.nxt_stage
+                if stage is None:
                     continue
-                if earliest is None or at < earliest:
+                at = clock.nxt_at
+                if not found or at < earliest:
                     earliest = at
+                    found = True
                 if at > until or (strict and at == until):
                     continue
                 if best_clock is None or at < best_at or (at == best_at and clock.name < best_name):
-                    best_at, best_stage, best_clock, best_name = at, nxt[1], clock, clock.name
+                    best_at, best_stage, best_clock, best_name = at, stage, clock, clock.name
             if best_clock is None:
-                state.next_at = earliest
+                state.next_at = earliest if found else None
                 state.next_known = True
                 return alerts
             assert best_stage is not None
             best_clock.fired += 1
-            best_clock.nxt = None
+            best_clock.nxt_known = False
             state.next_known = False
             alerts += self._fire(state, best_clock, best_at, best_stage, now)
 
-    def _find_next(self, clock: Clock) -> tuple[int | None, Stage | None]:
-        """The clock's next stage as ``(instant, prototype)``, cached in ``clock.nxt``.
+    def _find_next(self, clock: Clock) -> None:
+        """Find the clock's next stage: ``clock.nxt_at`` and ``clock.nxt_stage`` (None if none is left).
 
         Stages whose instant passed before this deadline version existed are
         skipped (``fired`` moves past them), never fired late.
@@ -944,12 +987,13 @@ class Engine:
                 fired += 1  # passed before this deadline version existed: skip, never late
                 continue
             clock.fired = fired
-            found: tuple[int | None, Stage | None] = (at, proto)
-            clock.nxt = found
-            return found
+            clock.nxt_at = at
+            clock.nxt_stage = proto
+            clock.nxt_known = True
+            return
         clock.fired = fired
-        clock.nxt = _NO_NEXT
-        return _NO_NEXT
+        clock.nxt_stage = None
+        clock.nxt_known = True
 
     def _entry_at(self, clock: Clock, value: int, mode: int, proto: Stage) -> int:
         """The instant of one template entry of a clock (epoch seconds)."""
@@ -1161,7 +1205,7 @@ class Engine:
         clock.due = new_due
         clock.limit = self._measure(clock.counts, clock.start, new_due)
         clock.sched = None
-        clock.nxt = None
+        clock.nxt_known = False
         clock.version += 1
         clock.fired = 0
         clock.armed_at = at

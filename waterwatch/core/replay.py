@@ -63,22 +63,24 @@ class Replayer:
         # The due matters, in (instant, matter id) order: a heap of the distinct instants, and per instant a
         # heap of the matter ids.  The same order as one heap of (instant, id) tuples, without comparing
         # tuples (two boxed-int comparisons and a tuple each).  Entries are never removed early: an entry
-        # whose instant is no longer the matter's ``_due`` is skipped when it comes up.
+        # whose instant is no longer the matter's ``queue_at`` (or that is no longer ``queued``) is skipped
+        # when it comes up.  A matter's own entry is on its state (``MatterState.queue_at``, ``queued``),
+        # and the ids pushed are the ``states`` dict's own key objects (``state.matter_id``), so that the
+        # look-up of a popped id finds its key by identity, without comparing two id strings.
         self._heap: list[int] = []
         self._at: dict[int, list[str]] = {}
-        self._due: dict[str, int] = {}
         self.stats = ReplayStats()
         self.clock = 0
 
     def _schedule(self, state: MatterState) -> None:
         nxt = self.engine.next_due(state)
-        mid = state.matter_id
         if nxt is None:
-            self._due.pop(mid, None)
+            state.queued = False
             return
-        if self._due.get(mid) != nxt:
-            self._due[mid] = nxt
-            self._push(nxt, mid)
+        if not state.queued or state.queue_at != nxt:
+            state.queued = True
+            state.queue_at = nxt
+            self._push(nxt, state.matter_id)
 
     def _push(self, at: int, mid: str) -> None:
         ids = self._at.get(at)
@@ -113,7 +115,6 @@ class Replayer:
         """
         heap = self._heap
         at_ = self._at
-        due_of = self._due
         states = self.states
         engine = self.engine
         out: list[Alert] = []
@@ -126,19 +127,20 @@ class Replayer:
                 heappop(heap)
             else:
                 mid = heappop(ids)
-            if due_of.get(mid) != due:
+            state = states[mid]
+            if not state.queued or state.queue_at != due:
                 continue  # superseded entry
-            del due_of[mid]
+            state.queued = False
             if due > self.clock:
                 self.clock = due
-            state = states[mid]
             alerts = engine._advance(state, due, due, strict=False)
             if alerts:
                 self.stats.alerts += len(alerts)
                 out += alerts
             nxt = state.next_at if state.next_known else engine.next_due(state)
             if nxt is not None:
-                due_of[mid] = nxt
+                state.queued = True
+                state.queue_at = nxt
                 later = at_.get(nxt)  # self._push(nxt, mid), inlined
                 if later is None:
                     at_[nxt] = [mid]
@@ -150,19 +152,19 @@ class Replayer:
     def _fire_next(self) -> list[Alert] | None:
         """Pop the earliest heap entry and fire that matter's stages due at its instant."""
         due, mid = self._pop()
-        due_of = self._due
-        if due_of.get(mid) != due:
+        state = self.states[mid]
+        if not state.queued or state.queue_at != due:
             return None  # superseded entry
-        del due_of[mid]
+        state.queued = False
         if due > self.clock:
             self.clock = due
-        state = self.states[mid]
         # Engine.advance(state, due, copy=False) without its Step: the state is updated in place.
         alerts = self.engine._advance(state, due, due, strict=False)
         self.stats.alerts += len(alerts)
         nxt = state.next_at if state.next_known else self.engine.next_due(state)
         if nxt is not None:
-            due_of[mid] = nxt
+            state.queued = True
+            state.queue_at = nxt
             self._push(nxt, mid)
         return alerts
 
@@ -197,18 +199,18 @@ class Replayer:
         stats.alerts += len(alerts)
         # _schedule, inlined
         nxt = new.next_at if new.next_known else self.engine.next_due(new)
-        due_of = self._due
         if nxt is None:
-            if mid in due_of:
-                del due_of[mid]
-        elif due_of.get(mid) != nxt:
-            due_of[mid] = nxt
-            ids = self._at.get(nxt)  # self._push(nxt, mid), inlined
+            new.queued = False
+        elif not new.queued or new.queue_at != nxt:
+            new.queued = True
+            new.queue_at = nxt
+            key = new.matter_id  # the states dict's key object (see __init__)
+            ids = self._at.get(nxt)  # self._push(nxt, key), inlined
             if ids is None:
-                self._at[nxt] = [mid]
+                self._at[nxt] = [key]
                 heappush(heap, nxt)
             else:
-                heappush(ids, mid)
+                heappush(ids, key)
         return (pre + alerts if pre else alerts), None
 
 
