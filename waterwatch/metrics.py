@@ -446,12 +446,11 @@ class WorkerMetrics(_Metrics):
         # open matters: matter id -> (label set it is counted under, partition)
         self._open: dict[str, tuple[tuple[str, str, str, str], int | None]] = {}
         self._interned: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
-        # children of the per-record series by label values (``labels()`` costs ~3 us a call: hot path); no series
-        # of these metrics is ever removed, so a child kept stays the one the registry exposes
+        # children of the per-record series by the raw values they are for (``labels()`` costs ~3 us a call: hot
+        # path); no series of these metrics is ever removed, so a child kept stays the one the registry exposes
         self._open_children: dict[tuple[str, ...], Any] = {}
-        self._deadline_children: dict[tuple[str, ...], Any] = {}
-        self._accept_children: dict[str, Any] = {}
-        self._resolve_children: dict[str, Any] = {}
+        self._alert_children: dict[tuple[str, str], Any] = {}
+        self._deadline_children: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> WorkerMetrics:
@@ -476,8 +475,12 @@ class WorkerMetrics(_Metrics):
 
     def alerts(self, alerts: Iterable[_AlertLike]) -> None:
         """Alerts published (after the producer flush)."""
+        children = self._alert_children
         for a in alerts:
-            self.alerts_fired.labels(self.rule(a.rule), self.level(a.level)).inc()
+            child = children.get((a.rule, a.level))
+            if child is None:
+                child = children[(a.rule, a.level)] = self.alerts_fired.labels(self.rule(a.rule), self.level(a.level))
+            child.inc()
 
     def fire_lag(self, seconds: float) -> None:
         """Seconds from an alert's ``fired_at`` to its publication (negative clamps to 0)."""
@@ -604,11 +607,9 @@ class WorkerMetrics(_Metrics):
                 family = clock_family(o.clock)
                 duration = None
                 if family == "accept":
-                    duration = self._accept_children.get(unit) or self.time_to_accept.labels(unit)
-                    self._accept_children[unit] = duration
+                    duration = self.time_to_accept.labels(unit)
                 elif family in RESOLVE_CLOCKS:
-                    duration = self._resolve_children.get(rule) or self.time_to_resolve.labels(rule)
-                    self._resolve_children[rule] = duration
+                    duration = self.time_to_resolve.labels(rule)
                 counter = self.deadlines.labels(unit, rule, self.clock(family), "met" if o.met else "breached")
                 found = deadline_children[key] = (counter, duration)
             found[0].inc()
