@@ -45,6 +45,7 @@ from streams.processor import (
     encode_state,
     stored_next_due,
 )
+from streams.sending import RecordBatches
 from waterwatch import __version__
 from waterwatch.core.config import Config
 from waterwatch.core.engine import Alert, MatterState
@@ -209,6 +210,8 @@ class Worker:
         # least recently used first; an OrderedDict, because deleting a plain dict's first key again and again
         # leaves dummies that each later next(iter()) skips (~8 us per eviction at 10,000 kept)
         self._state_cache: OrderedDict[bytes, MatterState] = OrderedDict()
+        # alerts (queued by the agent's processing) and changelog records (by the writer), sent as whole batches
+        self._outboxes: dict[str, RecordBatches] = {}
         self.app = self._build()
 
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -241,6 +244,8 @@ class Worker:
             broker_commit_interval=1.0,
             table_standby_replicas=0,
             producer_linger=s.producer_linger,
+            # alerts and changelog records go as whole batches (streams/sending.py): room for ~800 of each
+            producer_max_batch_size=512 * 1024,
         )
         source = app.topic(s.events_topic, s.clock_topic, key_serializer="raw", value_serializer="raw",
                            partitions=s.partitions)  # fmt: skip
@@ -503,6 +508,8 @@ class Worker:
         processor = self.processor
         events_topic = s.events_topic
         producer = self.app.producer
+        outbox = self._outbox("alerts")
+        outbox.clear_queued()  # (what a failed batch left)
         alerts_name, deadletter_name = s.alerts_topic, s.deadletter_topic
         store = self._rocks_store()
         unwritten = self._unwritten
@@ -569,8 +576,7 @@ class Worker:
                                         True))  # fmt: skip
                 for k, result, timer in results:
                     for alert in result.alerts:  # keyed by matter: Kafka's default partitioner, as Topic.send
-                        out.sends.append(await producer.send(alerts_name, alert.matter_id.encode(),
-                                                             encode_alert(alert), None, None, None))  # fmt: skip
+                        outbox.add(alerts_name, None, alert.matter_id.encode(), encode_alert(alert))
                     if result.alerts:
                         out.alerts.extend(result.alerts)
                         if timer:
@@ -604,7 +610,9 @@ class Worker:
             for k, (m, st, due) in pending.items():
                 out.states[k] = (m, encode_state(st, due, tag))
                 unwritten[k] = out
+            out.sends.extend(b.future for b in await outbox.submit())  # the alerts, whole batches per partition
         except BaseException:
+            outbox.clear_queued()
             cache.clear()  # a state may have been changed in place without being stored
             for k in out.states:  # this batch is never written
                 if unwritten.get(k) is out:
@@ -675,6 +683,15 @@ class Worker:
         """Wait for the broker's acknowledgement of every record sent (raises if one failed)."""
         await asyncio.gather(*sends)
 
+    def _outbox(self, name: str) -> RecordBatches:
+        """The batches of one task (``alerts``: the agent's processing; ``changelog``: the writer) for the
+        producer Faust runs now (a new one if Faust replaced its producer)."""
+        producer = self.app.producer._ensure_producer()
+        box = self._outboxes.get(name)
+        if box is None or box.producer is not producer:
+            box = self._outboxes[name] = RecordBatches(producer)
+        return box
+
     def _rocks_store(self) -> Any:
         """The ``matters`` table's RocksDB store, or None when the table is kept elsewhere (then Faust's own
         per-record table writes are used)."""
@@ -697,24 +714,29 @@ class Worker:
         """
         from rocksdict import WriteBatch
 
-        producer = self.app.producer
+        outbox = self._outbox("changelog")
+        outbox.clear_queued()
         topic = self.matters.changelog_topic_name
-        parts: list[int] = []
-        futs: list[Awaitable[Any]] = []
+        try:
+            for k, (ev, state) in written.items():
+                outbox.add(topic, ev.partition, k, state)
+            sent = await outbox.submit()
+        except BaseException:
+            outbox.clear_queued()
+            raise
+        acked = await asyncio.gather(*(b.future for b in sent))
+        newest: dict[int, int] = {}
+        for b, meta in zip(sent, acked, strict=True):  # a batch's offset is its first record's
+            last = meta.offset + b.count - 1
+            if last > newest.get(b.partition, -1):
+                newest[b.partition] = last
+        batches: dict[int, Any] = {}
         for k, (ev, state) in written.items():
             partition = ev.partition
-            parts.append(partition)
-            futs.append(await producer.send(topic, k, state, partition, None, None))
-        acked = await asyncio.gather(*futs)
-        newest: dict[int, int] = {}
-        batches: dict[int, Any] = {}
-        for (k, (_ev, state)), partition, meta in zip(written.items(), parts, acked, strict=True):
             wb = batches.get(partition)
             if wb is None:
                 wb = batches[partition] = WriteBatch(raw_mode=True)
             wb.put(k, state)
-            if meta.offset > newest.get(partition, -1):
-                newest[partition] = meta.offset
         offset_key = store.offset_key
         for partition, wb in batches.items():
             wb.put(offset_key, str(newest[partition]).encode())  # Faust's persisted offset of this partition
