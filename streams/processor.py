@@ -13,10 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import json.encoder
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from waterwatch.core.engine import Alert, Engine, MatterState, Outcome
 from waterwatch.events import MAX_EVENT_BYTES, EventError, parse_event
@@ -58,6 +61,32 @@ def _compact_dumps() -> Callable[[Any], str]:
 _dumps = _compact_dumps()
 
 
+def _json_bytes(o: Any) -> bytes:
+    """``_dumps(o).encode()``, byte for byte, ~3x faster: orjson writes the same compact UTF-8 JSON for what
+    states and alerts hold (str, int, bool, None, lists, tuples and str-keyed dicts; unit-tested against the
+    stdlib over every code point).  What orjson refuses (an int beyond 64 bits, a non-str key) goes the stdlib
+    way, with the stdlib's result or error (a lone surrogate fails both ways, as ``str.encode`` did)."""
+    try:
+        return orjson.dumps(o)
+    except TypeError:
+        return _dumps(o).encode()
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _json_loads(raw: bytes) -> Any:
+    """``json.loads(raw)``, the same values, via orjson (~3x faster) where it agrees with the stdlib: bytes with
+    a run of 19 digits go to the stdlib (orjson reads an int beyond 64 bits as a float), and so does anything
+    orjson refuses (NaN, a byte order mark), with the stdlib's result or error."""
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
 def encode_state(state: MatterState, next_due: int | None = None, tag: str | None = None) -> bytes:
     """The stored form of a state: its JSON, after a one-line header ``#<next due|-> <tag>`` when ``tag`` is given.
 
@@ -66,7 +95,7 @@ def encode_state(state: MatterState, next_due: int | None = None, tag: str | Non
     configuration the due was computed with (``streams.worker.config_tag``),
     so a state written under another policy or time scale is decoded instead.
     """
-    body = _dumps(state.to_dict()).encode()
+    body = _json_bytes(state.to_dict())
     if tag is None:
         return body
     return b"#%s %s\n%s" % (b"-" if next_due is None else str(next_due).encode(), tag.encode(), body)
@@ -77,7 +106,7 @@ def decode_state(raw: bytes | None) -> MatterState | None:
         return None
     if raw[:1] == b"#":  # header (encode_state with a tag)
         raw = raw[raw.index(b"\n") + 1 :]
-    return MatterState.from_dict(json.loads(raw))
+    return MatterState.from_dict(_json_loads(raw))
 
 
 def stored_next_due(raw: bytes, tag: bytes) -> tuple[bool, int | None]:
@@ -99,7 +128,7 @@ def stored_next_due(raw: bytes, tag: bytes) -> tuple[bool, int | None]:
 
 
 def encode_alert(alert: Alert) -> bytes:
-    return _dumps(alert.to_event()).encode()
+    return _json_bytes(alert.to_event())
 
 
 def encode_check(matter_id: str, due: int, version: int = 0, clock: str = "", stage: str = "") -> bytes:
