@@ -578,8 +578,9 @@ def start_py_spy(py_spy: str | None, pid: int, out: Path, seconds: float) -> sub
     return p
 
 
-def summarize_profile(path: Path, top: int = 25) -> str:
-    """Inclusive and self shares of the hottest frames of a py-spy raw (collapsed) profile."""
+def summarize_profile(path: Path, top: int = int(os.environ.get("WW_PROFILE_TOP", "25"))) -> str:
+    """Inclusive and self shares of the hottest frames of a py-spy raw (collapsed) profile (``top`` of each;
+    the environment variable ``WW_PROFILE_TOP`` sets it for a bench run)."""
     from collections import Counter
 
     incl: Counter[str] = Counter()
