@@ -233,6 +233,11 @@ def explain(
                   key=lambda p: p[1].time.timestamp())  # fmt: skip
     if not mine:
         raise _fail(f"no events for matter {matter!r} in {events}")
+    until = None if at is None else int(_parse_time(at, "--at").timestamp())
+    if until is not None:  # the state at that time: only the events up to it
+        mine = [(n, e) for n, e in mine if e.time.timestamp() <= until]
+        if not mine:
+            raise _fail(f"no events for matter {matter!r} up to {at}")
     r = Replayer(engine)
     fired = []
     for n, e in mine:
@@ -240,8 +245,8 @@ def explain(
         fired += alerts
         if rejected is not None:
             err.print(f"line {n}: {rejected.rejection.reason}", style="yellow", highlight=False)
-    if at is not None:
-        fired += list(r.run_until(int(_parse_time(at, "--at").timestamp()), inclusive=True))
+    if until is not None:
+        fired += list(r.run_until(until, inclusive=True))
     state = r.states.get(matter)
     if state is None:
         raise _fail(f"matter {matter!r} was never created (its creating event was rejected)")

@@ -52,6 +52,25 @@ def test_explain_a_ticket_dispatched_on_the_eve_of_national_day() -> None:
     assert "2026-10-08T09:00:00+08:00" in out  # 30 min on 9-30 + 30 min on 10-08
 
 
+def test_explain_at_a_time_shows_the_state_then_not_the_final_one() -> None:
+    """``--at``: only the events up to that time, and the alerts due by it (the eve of National Day again)."""
+    r = runner.invoke(app, ["explain", "T-2026-0930-001", "--events", str(DEMO), "--at", "2026-10-01T09:00:00+08:00"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "status dispatched" in out and "status resolved" not in out
+    assert "met (stopped" not in out and "missed (stopped" not in out  # accepted and resolved only on 10-08
+    assert "reminder_1" in out.split("alerts fired")[1]  # 2026-10-01T08:40, before --at
+    assert "escalate_1" not in out.split("alerts fired")[1]  # 10:40, after it
+    final = runner.invoke(app, ["explain", "T-2026-0930-001", "--events", str(DEMO)])
+    assert "status resolved" in final.stdout
+
+
+def test_explain_at_a_time_before_the_matter_existed_says_so() -> None:
+    r = runner.invoke(app, ["explain", "T-2026-0930-001", "--events", str(DEMO), "--at", "2026-09-01T00:00:00+08:00"])
+    assert r.exit_code != 0
+    assert "no events for matter 'T-2026-0930-001' up to 2026-09-01T00:00:00+08:00" in r.output
+
+
 def test_explain_json_lists_extensions_with_the_original_deadline_kept() -> None:
     r = runner.invoke(app, ["explain", "H-12345-0001", "--events", str(DEMO), "--format", "json"])
     assert r.exit_code == 0, r.output
