@@ -522,6 +522,8 @@ class Worker:
         touched = self._touched
         out = _Batch(records=batch)
         counters["batches"] += 1
+        n_events = n_checks = 0
+        now = s.now()
 
         def stored(key: bytes, partition: int) -> bytes | None:
             w = unwritten.get(key)
@@ -555,7 +557,7 @@ class Worker:
                 results: list[tuple[bytes | None, Result, bool]]
                 if msg.topic == events_topic:
                     counters["events"] += 1
-                    metrics.event("event")
+                    n_events += 1
                     self._last_offset[partition] = msg.offset
                     if self._catchup and msg.offset >= self._catchup.get(partition, msg.offset + 1):
                         del self._catchup[partition]  # backlog done: checks of this partition fire again
@@ -567,7 +569,7 @@ class Worker:
                     results = [(key, result, False)]
                 else:
                     counters["checks"] += 1
-                    metrics.event("check")
+                    n_checks += 1
                     results = []
                     if partition in self._catchup:
                         continue  # the tick sends another once the partition's backlog of events is processed
@@ -599,10 +601,6 @@ class Worker:
                         metrics.duplicate()
                     if result.decided:
                         metrics.deadlines_decided(result.decided)
-                    if result.new_state is not None:
-                        metrics.track(result.new_state, now, partition=partition)
-                        if self._gauge_skip is not None:
-                            self._gauge_skip.add(result.new_state.matter_id)
                     if result.matter_id is not None:
                         index.set(result.matter_id, partition, result.next_due)
                         if touched is not None:
@@ -613,6 +611,13 @@ class Worker:
             for k, (m, st, due) in pending.items():
                 out.states[k] = (m, encode_state(st, due, tag))
                 unwritten[k] = out
+            # the gauges, once per batch: each changed matter's newest state, the records counted
+            gauge_skip = self._gauge_skip
+            for _m, st, _due in pending.values():
+                metrics.track(st, now, partition=_m.partition)
+                if gauge_skip is not None:
+                    gauge_skip.add(st.matter_id)
+            metrics.consumed(n_events, n_checks)
             out.sends.extend(b.future for b in await outbox.submit())  # the alerts, whole batches per partition
         except BaseException:
             outbox.clear_queued()

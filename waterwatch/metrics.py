@@ -465,6 +465,13 @@ class WorkerMetrics(_Metrics):
         """One record consumed by the agent: ``"event"`` (waterwatch.events) or ``"check"`` (waterwatch.clock)."""
         self._records[self.record(record)].inc()
 
+    def consumed(self, events: int, checks: int) -> None:
+        """Records consumed by the agent in one batch: ``events`` of waterwatch.events, ``checks`` of the clock."""
+        if events:
+            self._records[self.record("event")].inc(events)
+        if checks:
+            self._records[self.record("check")].inc(checks)
+
     def rejected(self, error: str | None) -> None:
         """An input event dead-lettered, with its error class (``Result.error``)."""
         self._rejected[self.error(error)].inc()
