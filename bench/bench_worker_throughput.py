@@ -242,7 +242,8 @@ def main() -> None:
             w.sample_memory()
 
         body = w.wait_until(lambda bd: int(bd.get("events", 0)) >= n, timeout=max(300, n / 100),
-                            what=f"{n} events processed", interval=0.2, on_poll=on_poll)  # fmt: skip
+                            what=f"{n} events processed", interval=0.2, on_poll=on_poll,
+                            progress_key="events")  # fmt: skip
         t_last = time.perf_counter()
         cpu_last = proc_cpu_seconds(w.pid) or 0.0
         sched1 = main_thread_sched(w.pid)

@@ -204,10 +204,14 @@ class WorkerProc:
 
     def wait_until(self, pred: Callable[[dict[str, Any]], bool], timeout: float, *, what: str,
                    interval: float = 0.05, on_poll: Callable[[dict[str, Any]], None] | None = None,
+                   progress_key: str | None = None, stall: float = 120.0,
                    ) -> dict[str, Any]:  # fmt: skip
-        """Poll /healthz until ``pred(body)``; raise if the worker exits or ``timeout`` passes."""
+        """Poll /healthz until ``pred(body)``; raise if the worker exits or ``timeout`` passes, or, with
+        ``progress_key``, if that /healthz counter has not moved for ``stall`` seconds (an agent that crashes
+        on every batch keeps the process alive and the counter still)."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
+        moved_at, seen = time.monotonic(), None
         while True:
             if not self.alive():
                 raise RuntimeError(f"worker exited ({self.proc.returncode if self.proc else '?'}) while waiting "
@@ -219,6 +223,13 @@ class WorkerProc:
                     on_poll(body)
                 if pred(body):
                     return body
+                if progress_key is not None:
+                    now_seen = body.get(progress_key)
+                    if now_seen != seen:
+                        moved_at, seen = time.monotonic(), now_seen
+                    elif time.monotonic() - moved_at > stall:
+                        raise TimeoutError(f"no progress in /healthz {progress_key!r} ({seen}) for {stall:.0f} s "
+                                           f"while waiting for {what}; log tail:\n{self.log_tail()}")  # fmt: skip
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no {what} after {timeout:.0f} s (last /healthz: {last}); log tail:\n"
                                    f"{self.log_tail()}")  # fmt: skip
@@ -685,6 +696,7 @@ def wait_events(w: WorkerProc, n: int, *, timeout: float, what: str, progress_ev
                 rate = f", {(ev - first[1]) / (time.monotonic() - first[0]):,.0f}/s"
             log(f"{what}: {ev:,} of {n:,}{rate}, RSS {w.sample_memory().get('VmRSS', 0) / 1024:,.0f} MB")
 
-    w.wait_until(lambda b: int(b.get("events", 0)) >= n, timeout, what=what, interval=0.1, on_poll=on_poll)
+    w.wait_until(lambda b: int(b.get("events", 0)) >= n, timeout, what=what, interval=0.1, on_poll=on_poll,
+                 progress_key="events")  # fmt: skip
     done = time.monotonic()
     return (first[0] or done), done, int(first[1] or 0)
