@@ -14,9 +14,9 @@ fails if any of them failed, and records of one partition keep their order
 (aiokafka queues a submitted batch behind the partition's pending ones).  Record
 timestamps are set when a record is added (CreateTime), as ``send`` sets them.
 
-Partitions: a record added without one goes where Kafka's default partitioner
-(murmur2 of the key, as :func:`streams.worker.partition_for`) would put it,
-over the topic's partition count from the producer's metadata.
+The caller names each record's partition: the worker places alerts by
+:func:`streams.worker.partition_for` (Kafka's default partitioner) over its own
+partition count, which every topic it writes has (it refuses to start otherwise).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
-
-from kafka.partitioner.default import murmur2
 
 
 @dataclass(slots=True)
@@ -46,44 +44,18 @@ class RecordBatches:
     used by the one event-loop task that owns it between two ``submit`` calls.
     """
 
-    __slots__ = ("_counts", "_full", "_open", "_parts", "_producer", "_unplaced")
-
-    _PARTS_MAX = 200_000  # keys whose partition is remembered (murmur2 in Python costs ~5 µs a key)
+    __slots__ = ("_full", "_open", "_producer")
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> builder being filled
         self._full: list[tuple[str, int, Any]] = []  # builders filled up, in order, not yet submitted
-        self._unplaced: list[tuple[str, bytes, bytes | None]] = []  # records waiting for their partition
-        self._parts: dict[tuple[str, bytes], int] = {}
-        self._counts: dict[str, int] = {}  # topic -> partition count (from the producer's metadata)
 
     def __len__(self) -> int:
-        n = sum(b.record_count() for b in self._open.values()) + sum(b.record_count() for _t, _p, b in self._full)
-        return n + len(self._unplaced)
+        return sum(b.record_count() for b in self._open.values()) + sum(b.record_count() for _t, _p, b in self._full)
 
-    def add(self, topic: str, partition: int | None, key: bytes | None, value: bytes | None) -> None:
-        """Queue one record (timestamped now).  ``partition=None``: by the key, as Kafka's default partitioner."""
-        if partition is None:
-            if key is None:
-                raise ValueError(f"a record for {topic} without a partition needs a key")
-            count = self._counts.get(topic)
-            if count is None:  # the topic's partition count not read yet: placed at submit time
-                self._unplaced.append((topic, key, value))
-                return
-            partition = self._partition(topic, key, count)
-        self._append(topic, partition, key, value)
-
-    def _partition(self, topic: str, key: bytes, count: int) -> int:
-        parts = self._parts
-        p = parts.get((topic, key))
-        if p is None:
-            if len(parts) >= self._PARTS_MAX:
-                parts.clear()
-            p = parts[(topic, key)] = (murmur2(key) & 0x7FFFFFFF) % count
-        return p
-
-    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record for ``partition`` of ``topic`` (timestamped now)."""
         tp = (topic, partition)
         builder = self._open.get(tp)
         if builder is None:
@@ -101,14 +73,6 @@ class RecordBatches:
         more than one batch waits here until the producer has taken the earlier one (aiokafka's rule).
         """
         producer = self._producer
-        if self._unplaced:
-            unplaced, self._unplaced = self._unplaced, []
-            for topic, key, value in unplaced:
-                count = self._counts.get(topic)
-                if count is None:
-                    await producer.client._wait_on_metadata(topic)
-                    count = self._counts[topic] = len(producer.client.cluster.partitions_for_topic(topic))
-                self._append(topic, self._partition(topic, key, count), key, value)
         batches = self._full
         batches.extend((t, p, b) for (t, p), b in self._open.items())
         self._full, self._open = [], {}
@@ -127,4 +91,3 @@ class RecordBatches:
         """Drop what is queued and not submitted (records of a batch that will never be written)."""
         self._open.clear()
         self._full.clear()
-        self._unplaced.clear()

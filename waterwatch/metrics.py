@@ -461,16 +461,9 @@ class WorkerMetrics(_Metrics):
 
     # ----------------------------------------------------------- records
 
-    def event(self, record: str = "event") -> None:
-        """One record consumed by the agent: ``"event"`` (waterwatch.events) or ``"check"`` (waterwatch.clock)."""
-        self._records[self.record(record)].inc()
-
-    def consumed(self, events: int, checks: int) -> None:
-        """Records consumed by the agent in one batch: ``events`` of waterwatch.events, ``checks`` of the clock."""
-        if events:
-            self._records[self.record("event")].inc(events)
-        if checks:
-            self._records[self.record("check")].inc(checks)
+    def event(self, record: str = "event", n: int = 1) -> None:
+        """``n`` records consumed by the agent: ``"event"`` (waterwatch.events) or ``"check"`` (waterwatch.clock)."""
+        self._records[self.record(record)].inc(n)
 
     def rejected(self, error: str | None) -> None:
         """An input event dead-lettered, with its error class (``Result.error``)."""

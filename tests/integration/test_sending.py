@@ -50,7 +50,7 @@ def test_records_land_where_the_default_partitioner_puts_them_in_order_with_offs
 
     def fill(box: RecordBatches) -> None:
         for i, k in enumerate(keys):
-            box.add(keyed, None, k, b"%d:" % i + b"x" * 600)
+            box.add(keyed, partition_for(k, 4), k, b"%d:" % i + b"x" * 600)  # as the worker places alerts
             box.add(placed, i % 3, k, b"%d" % i)
 
     t0 = time.time()
@@ -89,7 +89,7 @@ def test_a_record_the_topic_refuses_fails_its_batch_future(kafka_bootstrap: str,
         asyncio.run(_send(kafka_bootstrap, fill))
 
 
-def test_queued_records_can_be_dropped_and_a_keyless_record_needs_a_partition() -> None:
+def test_queued_records_can_be_dropped() -> None:
     class Producer:
         def create_batch(self) -> object:
             from aiokafka.producer.message_accumulator import BatchBuilder
@@ -98,9 +98,7 @@ def test_queued_records_can_be_dropped_and_a_keyless_record_needs_a_partition() 
 
     box = RecordBatches(Producer())
     box.add("t", 0, b"k", b"v")
-    box.add("t", None, b"k", b"v")  # partition count unknown yet: placed at submit time
+    box.add("t", 1, b"k", b"v")
     assert len(box) == 2
     box.clear_queued()
     assert len(box) == 0
-    with pytest.raises(ValueError, match="needs a key"):
-        box.add("t", None, None, b"v")

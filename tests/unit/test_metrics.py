@@ -255,8 +255,8 @@ def test_records_rejections_duplicates_alerts_and_fire_lag() -> None:
     assert value(m, "waterwatch_records_processed_total", record="event") == 2
     assert value(m, "waterwatch_records_processed_total", record="check") == 1
     assert value(m, "waterwatch_records_processed_total", record=OTHER) == 1
-    m.consumed(498, 2)  # a batch's records, counted once (the worker's path)
-    m.consumed(0, 0)
+    m.event("event", 498)  # a batch's records, counted once (the worker's path)
+    m.event("check", 2)
     assert value(m, "waterwatch_records_processed_total", record="event") == 500
     assert value(m, "waterwatch_records_processed_total", record="check") == 3
     assert value(m, "waterwatch_events_rejected_total", error="schema") == 1
